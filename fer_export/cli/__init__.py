@@ -1,0 +1,45 @@
+"""Thin click commands. Each parses options, calls one library function, prints the returned
+report and exits with its code. Library errors become a one-line message here, at the edge only.
+
+Exit codes shared by every command:
+  0  success
+  1  the job ran but something failed (a parity check, some batch inputs); everything else was written
+  2  usage or input error (bad option, missing file, unreadable checkpoint, unavailable provider)
+"""
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from ..errors import FerExportError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UserError(click.ClickException):
+    """A library error shown as ``Error: <message>`` with exit status 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def library_errors(fn):
+    """Decorator: turn :class:`FerExportError` raised by library code into a clean CLI error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FerExportError as exc:
+            raise UserError(str(exc)) from exc
+
+    return wrapper
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def exit_with(code: int) -> None:
+    sys.exit(code)

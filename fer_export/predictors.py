@@ -1,0 +1,85 @@
+"""One interface over every model format, so evaluation and benchmarks run one code path.
+
+``load_predictor(path)`` returns an object with ``.spec``, ``.format`` and ``.logits(batch)``,
+where ``batch`` is uint8 (N, H, W) already resized to ``spec.input_size``. ``.onnx`` needs only
+onnxruntime; ``.pth`` and ``.pt`` need torch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ArtifactError
+from .preprocess import normalize
+from .spec import META_INPUT, META_SPEC, ModelSpec
+
+FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pth": "checkpoint", ".ckpt": "checkpoint"}
+
+
+class OnnxPredictor:
+    format = "onnx"
+
+    def __init__(self, path, provider: str = "cpu", threads: int | None = None):
+        from .runtime import open_session, read_metadata, spec_from_metadata
+
+        self.session, self.provider = open_session(path, provider, threads)
+        self.metadata = read_metadata(self.session, path)
+        self.spec = spec_from_metadata(self.metadata, path)
+        self.raw = self.metadata.get(META_INPUT, "normalized") == "uint8"
+        self._input = self.session.get_inputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        self._output = "logits" if "logits" in names else names[0]
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        x = batch[:, None] if self.raw else normalize(batch, self.spec)
+        return self.session.run([self._output], {self._input: x})[0]
+
+
+class TorchPredictor:
+    """A torch module (eager checkpoint or TorchScript), run in fp32 or under bf16 autocast."""
+
+    def __init__(self, module, spec: ModelSpec, fmt: str, bf16: bool = False):
+        self.module, self.spec, self.format, self.bf16 = module, spec, fmt, bf16
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(normalize(batch, self.spec))
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.module(x).float().numpy()
+
+
+def load_torchscript(path: str | Path):
+    """Load a TorchScript artifact and its embedded spec. Returns ``(module, spec, metadata)``."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such TorchScript file")
+    extra = {META_SPEC: ""}
+    try:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError/ValueError for non-TorchScript files
+        raise ArtifactError(f"{path}: not a readable TorchScript file: {str(exc).splitlines()[0]}") from exc
+    if not extra[META_SPEC]:
+        raise ArtifactError(f"{path}: has no embedded '{META_SPEC}'; export it with `fer-export torchscript`")
+    spec = ModelSpec.from_json(extra[META_SPEC].decode() if isinstance(extra[META_SPEC], bytes) else extra[META_SPEC])
+    return module.eval(), spec
+
+
+def load_predictor(path: str | Path, provider: str = "cpu", bf16: bool = False):
+    """Open any supported model file for evaluation: ``.onnx``, ``.pt`` (TorchScript) or ``.pth``."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ArtifactError(f"{path}: unknown model format {path.suffix!r}; expected one of {sorted(FORMATS)}")
+    if fmt == "onnx":
+        return OnnxPredictor(path, provider)
+    if fmt == "torchscript":
+        module, spec = load_torchscript(path)
+        return TorchPredictor(module, spec, fmt, bf16)
+    from .model import load_checkpoint
+
+    model, spec = load_checkpoint(path)
+    return TorchPredictor(model, spec, fmt, bf16)

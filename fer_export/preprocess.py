@@ -1,0 +1,124 @@
+"""Inference preprocessing, written once, in numpy/OpenCV/Pillow (no torch).
+
+It reproduces the seed's training transform exactly: a uint8 grayscale image goes through PIL
+``Resize(input_size)`` (antialiased bilinear), ``ToTensor`` (scale to [0, 1]) and
+``Normalize(mean, std)``. ``tests/test_preprocess.py`` proves it matches torchvision numerically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .errors import InputError
+from .spec import ModelSpec
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Any decoded image (gray, BGR, BGRA; uint8, uint16 or float in [0, 1]) as uint8 HxW gray."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.dtype == np.uint16:
+        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif img.dtype.kind == "f":
+        img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise InputError(f"unsupported image dtype {img.dtype}; expected uint8, uint16 or float")
+    if img.ndim == 2:
+        return img
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
+    raise InputError(f"unsupported image shape {img.shape}; expected HxW, HxWx3 (BGR) or HxWx4 (BGRA)")
+
+
+def read_gray(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 grayscale, the way the seed does (cv2 ``IMREAD_GRAYSCALE``).
+
+    16-bit images are scaled to 8 bits; formats OpenCV cannot decode are tried with Pillow.
+    Raises :class:`InputError` naming the file when it is missing, empty or not a readable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); re-copy or remove it")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    if img is None or img.dtype != np.uint8:
+        img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        img = _read_with_pillow(path)
+    return to_gray(img)
+
+
+def read_color(path: str | Path) -> np.ndarray:
+    """Read an image file as a uint8 BGR array (for face detection and annotation)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); re-copy or remove it")
+    img = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        img = _read_with_pillow(path)
+    img = np.asarray(img)
+    if img.dtype == np.uint16:
+        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif img.dtype.kind == "f":
+        img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+def _read_with_pillow(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                return np.asarray(im).astype(np.uint16)
+            return np.asarray(im.convert("L"))
+    except Exception as exc:  # Pillow raises many types for corrupt input
+        raise InputError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
+def resize(gray: np.ndarray, size: tuple[int, int], method: str = "pil_bilinear") -> np.ndarray:
+    """Resize a uint8 HxW image to ``size`` = (height, width) with the spec's method."""
+    h, w = size
+    if gray.shape == (h, w):
+        return gray
+    if method == "pil_bilinear":
+        return np.asarray(Image.fromarray(gray).resize((w, h), Image.BILINEAR))
+    raise InputError(f"unknown resize method {method!r}")
+
+
+def normalize(batch: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """uint8 (N, H, W) at the input size -> float32 (N, C, H, W), scaled and normalised."""
+    x = batch.astype(np.float32) / np.float32(255.0)
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    x = x[:, None, :, :]
+    if spec.channels != 1:
+        x = np.repeat(x, spec.channels, axis=1)
+    return (x - mean) / std
+
+
+def resize_batch(faces: Iterable[np.ndarray], spec: ModelSpec) -> np.ndarray:
+    """Face crops of any size (each uint8 gray or BGR) -> uint8 (N, H, W) at the spec's input size."""
+    out = [resize(to_gray(f), spec.input_size, spec.resize) for f in faces]
+    if not out:
+        return np.zeros((0, *spec.input_size), dtype=np.uint8)
+    return np.stack(out)
+
+
+def preprocess(faces: Sequence[np.ndarray], spec: ModelSpec) -> np.ndarray:
+    """Face crops of any size -> the float32 (N, C, H, W) batch the network expects."""
+    return normalize(resize_batch(faces, spec), spec)

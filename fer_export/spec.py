@@ -1,0 +1,132 @@
+"""The model's contract: one frozen spec that travels inside every artifact.
+
+Training writes it into checkpoints, export writes it into ONNX ``metadata_props`` and TorchScript
+extra files, and evaluation, the runtime and the batch runner read it back. Nothing else restates
+labels, input size or normalisation.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from .errors import SpecError
+
+#: FER2013's labels, in the order of its integer codes (and of the seed recipe's class folders).
+FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+#: Resize methods the preprocessing code implements. ``pil_bilinear`` is PIL's antialiased
+#: bilinear filter, which is what torchvision's ``Resize`` runs on a PIL image.
+RESIZE_METHODS = ("pil_bilinear",)
+
+#: Architectures :mod:`fer_export.model` can build.
+#: ``resnet18``: torchvision ResNet18, 1-channel 7x7 stride-2 stem (the seed recipe).
+#: ``resnet18_s1``: the same network with a 3x3 stride-1 stem and no max-pool, for 40-64 px inputs.
+ARCHITECTURES = ("resnet18", "resnet18_s1")
+
+SPEC_VERSION = 1
+
+#: Keys under which artifacts store metadata (ONNX ``metadata_props`` and TorchScript extra files).
+META_SPEC = "fer_export.spec"
+META_VERSION = "fer_export.version"
+META_SOURCE_SHA256 = "fer_export.source_sha256"
+META_PARITY = "fer_export.parity"
+META_INPUT = "fer_export.input"  # "normalized" (float N,C,H,W) or "uint8" (raw grayscale crops)
+META_TTA = "fer_export.tta"  # "none" or "hflip": what the exported graph averages over
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything a consumer needs to feed a model correctly and read its output."""
+
+    arch: str = "resnet18"  # network builder in fer_export.model, one of ARCHITECTURES
+    labels: tuple[str, ...] = FER2013_LABELS  # class names in output order
+    input_size: tuple[int, int] = (224, 224)  # (height, width) the network sees
+    channels: int = 1  # 1 = grayscale
+    mean: tuple[float, ...] = (0.485,)  # per-channel mean subtracted after scaling to [0, 1]
+    std: tuple[float, ...] = (0.229,)  # per-channel std divided by after subtracting the mean
+    resize: str = "pil_bilinear"  # how a face crop is resized to input_size, one of RESIZE_METHODS
+    version: int = field(default=SPEC_VERSION)  # spec format version
+
+    def __post_init__(self):
+        problems = _problems(self)
+        if problems:
+            raise SpecError("invalid model spec: " + "; ".join(problems))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["labels"] = list(self.labels)
+        d["input_size"] = list(self.input_size)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+        if not isinstance(data, Mapping):
+            raise SpecError(f"a model spec must be a mapping, got {type(data).__name__}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"unknown model spec fields {unknown}; known fields are {sorted(known)}")
+        if int(data.get("version", SPEC_VERSION)) > SPEC_VERSION:
+            raise SpecError(
+                f"model spec version {data['version']} is newer than this fer-export understands "
+                f"({SPEC_VERSION}); upgrade fer-export"
+            )
+        kw = dict(data)
+        try:
+            for key in ("labels", "mean", "std", "input_size"):
+                if key in kw:
+                    kw[key] = tuple(kw[key])
+            if "input_size" in kw:
+                kw["input_size"] = tuple(int(v) for v in kw["input_size"])
+            for key in ("mean", "std"):
+                if key in kw:
+                    kw[key] = tuple(float(v) for v in kw[key])
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"malformed model spec {dict(data)!r}: {exc}") from exc
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise SpecError(f"model spec is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def replace(self, **changes) -> "ModelSpec":
+        return ModelSpec.from_dict({**self.to_dict(), **changes})
+
+
+def _problems(spec: ModelSpec) -> list[str]:
+    p = []
+    if spec.arch not in ARCHITECTURES:
+        p.append(f"arch {spec.arch!r} is not one of {ARCHITECTURES}")
+    if len(spec.labels) < 2 or not all(isinstance(x, str) and x for x in spec.labels):
+        p.append(f"labels must be two or more non-empty strings, got {spec.labels!r}")
+    elif len(set(spec.labels)) != len(spec.labels):
+        p.append(f"labels must be unique, got {spec.labels!r}")
+    if len(spec.input_size) != 2 or not all(isinstance(v, int) and v >= 16 for v in spec.input_size):
+        p.append(f"input_size must be (height, width) of at least 16 px, got {spec.input_size!r}")
+    if spec.channels not in (1, 3):
+        p.append(f"channels must be 1 or 3, got {spec.channels!r}")
+    if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
+        p.append(f"mean and std need one value per channel ({spec.channels}), got {spec.mean!r}, {spec.std!r}")
+    if any(s <= 0 for s in spec.std):
+        p.append(f"std must be positive, got {spec.std!r}")
+    if spec.resize not in RESIZE_METHODS:
+        p.append(f"resize {spec.resize!r} is not one of {RESIZE_METHODS}")
+    return p
+
+
+#: The seed recipe's contract: what a checkpoint without a spec is taken to be.
+SEED_SPEC = ModelSpec()

@@ -1,0 +1,59 @@
+"""Shared fixtures. Real data comes from ../shared/data (or $FER_SHARED_DATA).
+
+Where it is absent, tests that need it skip with the reason; under CI=true they fail instead,
+so a CI machine without the data can never pass by skipping.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared(*parts: str) -> Path:
+    """Path under the shared data folder; skip (or fail under CI=true) when it is missing."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        reason = f"needs shared data {path} (set FER_SHARED_DATA or place the data in ../shared/data)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason + " — CI=true, so a missing data folder is an error")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fer2013() -> Path:
+    """The FER2013 root with train/ and val/ in Kaggle's layout."""
+    return shared("fer2013")
+
+
+@pytest.fixture(scope="session")
+def photos() -> Path:
+    return shared("photos")
+
+
+@pytest.fixture(scope="session")
+def videos() -> Path:
+    return shared("videos")
+
+
+@pytest.fixture(scope="session")
+def yunet_model() -> Path:
+    return shared("models", "face_detection_yunet_2026may.onnx")
+
+
+#: Prefix for `python -c`: any later `import torch` / `import torchvision` raises ImportError.
+BLOCK_TORCH = "import sys; sys.modules.update({'torch': None, 'torchvision': None}); "
+
+
+def run_without_torch(code: str, *args: str, cwd: Path | None = None, timeout: int = 300):
+    """Run Python ``code`` in a subprocess where torch cannot be imported; return CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code, *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
