@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -124,7 +123,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"containers, and loading it would run arbitrary code. Re-save just the weights, e.g. "
             f"torch.save({{'model_state_dict': model.state_dict()}}, path). ({_first_line(exc)})"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, BadZipFile... on junk
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (truncated or not a torch.save file): {_first_line(exc)}"
         ) from exc
