@@ -1,0 +1,152 @@
+"""fer-train: smoke runs on both data paths, exact resume, artifacts, CLI errors (tiny slices, 16 px)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fer_export.model import load_checkpoint, read_checkpoint
+from fer_export.spec import SEED_SPEC
+from training import train as train_mod
+from training.augment import BatchAugment
+from training.cli import main as fer_train
+from training.config import make_config, with_overrides
+from training.engine import param_groups
+from training.train import main as train, resume_config
+
+ARTIFACTS = ("best_model.pth", "last.pth", "history.csv", "training_history.png", "confusion_matrix.png",
+             "classification_report.txt", "metrics.json")
+SIZE = 16  # the smallest input a spec allows: keeps these runs to seconds on two CPU cores
+TINY = ["--limit-per-class", "10", "--img-size", str(SIZE), "--no-progress"]
+
+
+def _history(run_dir):
+    with open(run_dir / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _check_run(run_dir, epochs, arch, size):
+    for name in ARTIFACTS:
+        assert (run_dir / name).stat().st_size > 0, name
+    for png in ("training_history.png", "confusion_matrix.png"):
+        assert (run_dir / png).read_bytes()[:4] == b"\x89PNG"
+    rows = _history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == epochs and 1 <= metrics["best_epoch"] <= epochs
+    assert set(metrics["per_class"]) == {"angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"}
+    assert metrics["throughput"]["train_images_per_s"] > 0
+    assert "weighted avg" in (run_dir / "classification_report.txt").read_text()
+    model, spec = load_checkpoint(run_dir / "best_model.pth")
+    assert spec.arch == arch and spec.input_size == (size, size)
+    assert model(torch.zeros(1, 1, size, size)).shape == (1, 7)
+    last = read_checkpoint(run_dir / "last.pth")  # weights_only=True
+    assert last["epoch"] == epochs and last["config"]["arch"] == arch
+    return metrics
+
+
+@pytest.mark.data
+def test_seed_recipe_smoke(fer2013, tmp_path):
+    out = tmp_path / "seed"
+    res = CliRunner().invoke(fer_train, ["--data", str(fer2013), "--out", str(out), "--epochs", "1",
+                                         "--workers", "0", *TINY])
+    assert res.exit_code == 0, res.output
+    assert "epoch 1/1" in res.output and "img/s" in res.output
+    metrics = _check_run(out, 1, "resnet18", SIZE)
+    assert metrics["config"]["aug"] == "seed" and metrics["config"]["optimizer"] == "adamw"
+
+
+@pytest.mark.data
+def test_fast_recipe_smoke(fer2013, tmp_path):
+    out = tmp_path / "fast"
+    res = CliRunner().invoke(fer_train, ["--recipe", "fast", "--data", str(fer2013), "--out", str(out),
+                                         "--epochs", "2", "--mixup", "0.2", *TINY])
+    assert res.exit_code == 0, res.output
+    assert "flip TTA" in res.output
+    metrics = _check_run(out, 2, "resnet18_s1", SIZE)
+    assert metrics["best_val_acc_tta"] is not None
+    assert len(list((out / "cache").glob("*.npy"))) == 2
+
+
+@pytest.mark.data
+def test_interrupt_and_resume_continue_exactly(fer2013, tmp_path, monkeypatch):
+    config = make_config("fast", data=str(fer2013), epochs=2, limit_per_class=5, img_size=SIZE, batch_size=16,
+                         progress=False)  # 3 steps per epoch: the one-cycle position must carry over
+    straight = train(with_overrides(config, out=str(tmp_path / "straight")), log=lambda s: None)
+
+    real_run_epoch = train_mod.run_epoch
+
+    def interrupt_epoch_2(epoch, *args, **kwargs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_run_epoch(epoch, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "run_epoch", interrupt_epoch_2)
+    cut = train(with_overrides(config, out=str(tmp_path / "cut")), log=lambda s: None)
+    assert cut.interrupted and read_checkpoint(tmp_path / "cut" / "last.pth")["epoch"] == 1
+    monkeypatch.setattr(train_mod, "run_epoch", real_run_epoch)
+
+    resumed = train(resume_config(tmp_path / "cut"), log=lambda s: None)
+    assert not resumed.interrupted
+    a, b = _history(tmp_path / "straight"), _history(tmp_path / "cut")
+    assert len(b) == 2
+    for key in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr_fc"):
+        assert [float(r[key]) for r in b] == pytest.approx([float(r[key]) for r in a], rel=1e-5), key
+    assert resumed.metrics["best_val_acc"] == pytest.approx(straight.metrics["best_val_acc"])
+
+
+@pytest.mark.data
+def test_resume_cli_extends_plateau_run(fer2013, tmp_path):
+    out = tmp_path / "run"
+    runner = CliRunner()
+    res = runner.invoke(fer_train, ["--data", str(fer2013), "--out", str(out), "--epochs", "1", "--aug", "tensor",
+                                    "--arch", "resnet18_s1", *TINY])
+    assert res.exit_code == 0, res.output
+    again = runner.invoke(fer_train, ["--data", str(fer2013), "--out", str(out), *TINY])
+    assert again.exit_code == 2 and "--resume" in again.output
+    res = runner.invoke(fer_train, ["--resume", str(out), "--epochs", "2", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "resuming" in res.output and "\nepoch 2/2 " in res.output and "\nepoch 1/2 " not in res.output
+    assert [r["epoch"] for r in _history(out)] == ["1", "2"]
+    assert read_checkpoint(out / "last.pth")["scheduler_state_dict"]["last_epoch"] == 2
+
+
+def test_cli_errors_exit_2(tmp_path):
+    runner = CliRunner()
+    missing = tmp_path / "no-such-data"
+    res = runner.invoke(fer_train, ["--data", str(missing), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and str(missing) in res.output
+    (tmp_path / "d" / "train").mkdir(parents=True)
+    res = runner.invoke(fer_train, ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and str(tmp_path / "d" / "val") in res.output and "--val" in res.output
+    res = runner.invoke(fer_train, ["--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "--data" in res.output
+    res = runner.invoke(fer_train, ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--epochs", "0"])
+    assert res.exit_code == 2 and "epochs must be at least 1" in res.output
+
+
+def test_param_groups_follow_seed_multipliers():
+    from fer_export.model import build_model, freeze
+
+    model = build_model()
+    groups = {g["name"]: g["lr"] for g in param_groups(model, 1e-3, "seed")}
+    assert groups == pytest.approx({"stem": 1e-4, "layer1": 1e-4, "layer2": 1e-4, "layer3": 3e-4,
+                                    "layer4": 5e-4, "fc": 1e-3})
+    freeze(model, "seed")
+    assert [g["name"] for g in param_groups(model, 1e-3, "seed")] == ["layer3", "layer4", "fc"]
+    assert make_config("seed", weights="imagenet").resolved_freeze == "seed"
+    assert make_config("seed").resolved_freeze == "none"
+
+
+def test_batch_augment_is_seeded_and_keeps_shape():
+    x = torch.randint(0, 256, (8, 32, 32), dtype=torch.uint8)
+    spec = SEED_SPEC.replace(arch="resnet18_s1", input_size=[32, 32])
+    a = BatchAugment()(x, spec, torch.Generator().manual_seed(1))
+    b = BatchAugment()(x, spec, torch.Generator().manual_seed(1))
+    c = BatchAugment()(x, spec, torch.Generator().manual_seed(2))
+    assert a.shape == (8, 1, 32, 32) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+

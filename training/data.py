@@ -1,0 +1,149 @@
+"""Training data: labelled folders, the seed's DataLoader path and the in-memory tensor path.
+
+Both loaders yield ``(x, y)`` with ``x`` normalised float (N, C, H, W) on the device and have
+``set_epoch(epoch)``, which reseeds their randomness from ``(seed, epoch)``.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from fer_export.errors import InputError
+from fer_export.folders import labelled_images
+from fer_export.preprocess import read_gray, resize
+from fer_export.spec import ModelSpec
+
+from .augment import BatchAugment, normalize, seed_transform
+from .config import TrainConfig
+
+Items = Sequence[tuple[Path, int]]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's randomness (shuffling, augmentation, dropout)."""
+    return seed * 100_003 + epoch
+
+
+def split_dirs(config: TrainConfig) -> tuple[Path, Path]:
+    """``(train_dir, val_dir)``: DATA/train and DATA/val (or --val)."""
+    data = Path(config.data)
+    if not data.is_dir():
+        raise InputError(f"{data}: no such data folder; expected {data}/train/<emotion>/*.jpg and {data}/val/")
+    train = data / "train"
+    val = Path(config.val) if config.val else data / "val"
+    for split, path in (("train", train), ("validation", val)):
+        if not path.is_dir():
+            raise InputError(f"{path}: no {split} folder; expected {path}/<emotion>/*.jpg (Kaggle FER2013 layout)"
+                             + ("; pass --val DIR to use another validation folder" if split == "validation" else ""))
+    return train, val
+
+
+def load_items(config: TrainConfig, labels: Sequence[str]) -> tuple[list, list]:
+    """``(train_items, val_items)``, each a list of ``(path, class index)``."""
+    train, val = split_dirs(config)
+    return tuple(labelled_images(d, labels, config.limit_per_class, config.seed) for d in (train, val))
+
+
+class FolderDataset(Dataset):
+    """The seed's dataset: cv2 grayscale read -> PIL image -> transform."""
+
+    def __init__(self, items: Items, transform):
+        self.items, self.transform = list(items), transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        path, label = self.items[i]
+        return self.transform(Image.fromarray(read_gray(path))), label
+
+
+class SeedLoader:
+    """A DataLoader over :class:`FolderDataset` whose shuffling and worker seeds follow the epoch."""
+
+    def __init__(self, items: Items, spec: ModelSpec, config: TrainConfig, device, train: bool):
+        self.seed, self.device, self.num_images = config.seed, device, len(items)
+        self.generator = torch.Generator()
+        self.loader = DataLoader(FolderDataset(items, seed_transform(spec, train)), batch_size=config.batch_size,
+                                 shuffle=train, num_workers=config.workers, generator=self.generator,
+                                 persistent_workers=False, pin_memory=device.type == "cuda")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(epoch_seed(self.seed, epoch))
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+class TensorLoader:
+    """Batches from an in-memory uint8 (N, H, W) tensor, augmented on the device with ``augment``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: ModelSpec, batch_size: int, device,
+                 seed: int = 0, augment: BatchAugment | None = None):
+        self.images, self.labels, self.spec = images, labels, spec
+        self.batch_size, self.device, self.seed, self.augment = batch_size, device, seed, augment
+        self.num_images = len(labels)
+        self.generator = torch.Generator(device=device)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(epoch_seed(self.seed, epoch))
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator, device=self.device).cpu() if self.augment else None
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
+            x = self.images[idx].to(self.device, non_blocking=True)
+            y = self.labels[idx].to(self.device, non_blocking=True)
+            yield (self.augment(x, self.spec, self.generator) if self.augment else normalize(x, self.spec)), y
+
+
+def decode_items(items: Items, size: tuple[int, int], method: str, cache_dir: Path | None = None,
+                 name: str = "images", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read and resize every image once: ``(uint8 (N, H, W), int64 labels)``.
+
+    With ``cache_dir`` the pixels are kept as ``<name>_<H>x<W>_<fingerprint>.npy`` (the fingerprint
+    covers the file list and labels), so a resumed run does not decode again.
+    """
+    labels = torch.tensor([label for _, label in items], dtype=torch.int64)
+    fingerprint = hashlib.sha1("\n".join(f"{p}\t{c}" for p, c in items).encode()).hexdigest()[:12]
+    cache = Path(cache_dir) / f"{name}_{size[0]}x{size[1]}_{fingerprint}.npy" if cache_dir else None
+    if cache is not None and cache.is_file():
+        return torch.from_numpy(np.load(cache)), labels
+    pixels = np.stack([resize(read_gray(p), size, method)
+                       for p, _ in tqdm(items, desc=f"decode {name}", disable=not progress, leave=False)])
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.stem + ".tmp.npy")
+        np.save(tmp, pixels)
+        tmp.replace(cache)
+    return torch.from_numpy(pixels), labels
+
+
+def load_data(config: TrainConfig, spec: ModelSpec, device, run_dir: Path):
+    """``(train_loader, val_loader, val_items)`` for the config's ``aug`` path."""
+    train_items, val_items = load_items(config, spec.labels)
+    if config.aug == "seed":
+        return (SeedLoader(train_items, spec, config, device, train=True),
+                SeedLoader(val_items, spec, config, device, train=False), val_items)
+    cache = run_dir / "cache"
+    decoded = [decode_items(items, spec.input_size, spec.resize, cache, name, config.progress)
+               for items, name in ((train_items, "train"), (val_items, "val"))]
+    train = TensorLoader(*decoded[0], spec, config.batch_size, device, config.seed, augment=BatchAugment())
+    val = TensorLoader(*decoded[1], spec, config.batch_size, device)
+    return train, val, val_items

@@ -1,0 +1,192 @@
+"""The training run: ``main(config)`` trains, checkpoints every epoch and writes the run's artifacts.
+
+RUN_DIR receives ``best_model.pth`` (seed layout + spec, epoch, metrics), ``last.pth`` (everything
+``--resume`` needs), ``history.csv``, ``training_history.png``, ``confusion_matrix.png``,
+``classification_report.txt`` and ``metrics.json``; ``cache/`` holds decoded pixels for
+``aug="tensor"``. Randomness is reseeded from ``(seed, epoch)`` at every epoch start, so a resumed
+run continues exactly as an uninterrupted one would, without saving generator states.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from fer_export.errors import CheckpointError, InputError
+from fer_export.evaluate import EvalResult
+from fer_export.model import build_model, freeze, load_checkpoint, read_checkpoint, save_checkpoint
+from fer_export.spec import SEED_SPEC, ModelSpec
+
+from . import engine
+from .config import TrainConfig, with_overrides
+from .data import epoch_seed, load_data
+from .plots import plot_confusion, plot_history, write_history_csv
+
+LAST, BEST = "last.pth", "best_model.pth"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: its folder, metrics (as written to metrics.json) and whether it was cut short."""
+
+    run_dir: Path
+    metrics: dict = field(default_factory=dict)
+    interrupted: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was requested but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def create_model(config: TrainConfig, resumed: dict | None = None) -> tuple[nn.Module, ModelSpec]:
+    """The network and its spec: from ``last.pth`` when resuming, else from ``config.weights``."""
+    size = (config.img_size, config.img_size)
+    if resumed is not None:
+        spec = ModelSpec.from_dict(resumed["spec"])
+        model = build_model(spec)
+        model.load_state_dict(resumed["model_state_dict"])
+    elif config.weights in ("none", "imagenet"):
+        spec = SEED_SPEC.replace(arch=config.arch, input_size=list(size))
+        model = build_model(spec, weights=config.weights)
+    else:  # fine-tune one of our (or the seed's) checkpoints; its arch and labels win, the size is ours
+        model, spec = load_checkpoint(config.weights)
+        spec = spec.replace(input_size=list(size))
+    freeze(model, config.resolved_freeze)
+    return model, spec
+
+
+def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
+    """The config saved in ``RUN_DIR/last.pth`` with ``overrides`` (e.g. more epochs) applied."""
+    saved = read_checkpoint(Path(run_dir) / LAST)
+    if "config" not in saved:
+        raise CheckpointError(f"{Path(run_dir) / LAST}: has no training config; it was not written by fer-train")
+    config = TrainConfig.from_dict({**saved["config"], "out": str(run_dir), "resume": True})
+    planned = {"onecycle", "cosine"}
+    if config.schedule in planned and overrides.get("epochs") not in (None, config.epochs):
+        raise InputError(f"the {config.schedule} schedule of {run_dir} was planned for {config.epochs} epochs; "
+                         f"resume with the same --epochs (only the plateau schedule can be extended)")
+    return with_overrides(config, **overrides)
+
+
+def _check_out(config: TrainConfig, run_dir: Path) -> dict | None:
+    last = run_dir / LAST
+    if config.resume:
+        return read_checkpoint(last)
+    if last.exists():
+        raise InputError(f"{run_dir} already holds a run ({last}); continue it with --resume {run_dir} "
+                         f"or choose another --out")
+    return None
+
+
+def epoch_row(epoch: int, train: dict, val: dict, optimizer) -> dict:
+    row = {"epoch": epoch, "train_loss": train["loss"], "train_acc": train["acc"],
+           "val_loss": val["loss"], "val_acc": val["acc"]}
+    if "acc_tta" in val:
+        row["val_acc_tta"] = val["acc_tta"]
+    row.update({f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups})
+    row.update(seconds=train["seconds"] + val["seconds"], train_images_per_s=train["images_per_s"])
+    return row
+
+
+def format_row(row: dict, epochs: int) -> str:
+    tta = f" (flip TTA {row['val_acc_tta']:.2%})" if "val_acc_tta" in row else ""
+    lrs = "/".join(f"{v:.1e}" for k, v in row.items() if k.startswith("lr_"))
+    return (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}  "
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}{tta}  lr {lrs}  "
+            f"{row['seconds']:.1f}s  {row['train_images_per_s']:.0f} img/s")
+
+
+def run_epoch(epoch: int, model, criterion, optimizer, scheduler, loaders, device, config: TrainConfig) -> dict:
+    """Train one epoch and evaluate; ``epoch`` counts from 1. Returns the history row."""
+    seed = epoch_seed(config.seed, epoch)
+    torch.manual_seed(seed)  # dropout and the seed path's transforms when workers=0
+    train_loader, val_loader = loaders
+    train_loader.set_epoch(epoch)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    train = engine.train_one_epoch(model, criterion, optimizer, scheduler, train_loader, device, config, generator,
+                                   desc=f"epoch {epoch}/{config.epochs}")
+    val = engine.evaluate(model, nn.CrossEntropyLoss(), val_loader, device, config)
+    if not engine.steps_per_batch(scheduler):
+        scheduler.step(val["loss"])
+    return epoch_row(epoch, train, val, optimizer)
+
+
+def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Train as ``config`` says (or continue ``config.out`` when ``config.resume``)."""
+    run_dir = Path(config.out)
+    resumed = _check_out(config, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.freeze == "seed" and config.weights == "none":
+        log("warning: --freeze seed with --weights none trains only layer3/layer4/fc on top of random features")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model, spec = create_model(config, resumed)
+    config = with_overrides(config, arch=spec.arch)  # a fine-tuned checkpoint brings its own arch
+    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
+    train_loader, val_loader, val_items = load_data(config, spec, device, run_dir)
+    optimizer = engine.build_optimizer(model, config)
+    scheduler = engine.build_scheduler(optimizer, config, len(train_loader))
+    state = {"history": [], "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0}
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer_state_dict"])
+        scheduler.load_state_dict(resumed["scheduler_state_dict"])
+        state = {k: resumed[k] for k in state}
+        log(f"resuming {run_dir} after epoch {resumed['epoch']}/{config.epochs}")
+    log(f"training {spec.arch} at {spec.input_size[0]}x{spec.input_size[1]} on {device}: "
+        f"{train_loader.num_images} train / {len(val_items)} val images, recipe {config.recipe}, aug {config.aug}, "
+        f"freeze {config.resolved_freeze}, {config.optimizer} lr {config.lr:g} {config.schedule}")
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    interrupted = False
+    try:
+        for epoch in range(len(state["history"]) + 1, config.epochs + 1):
+            start = time.perf_counter()
+            row = run_epoch(epoch, model, criterion, optimizer, scheduler, (train_loader, val_loader), device, config)
+            state["history"].append(row)
+            state["elapsed"] += time.perf_counter() - start
+            if row["val_acc"] > state["best_acc"]:
+                state.update(best_acc=row["val_acc"], best_epoch=epoch)
+                save_checkpoint(run_dir / BEST, model, spec, epoch=epoch, metrics=row)
+            save_checkpoint(run_dir / LAST, model, spec, epoch=epoch, config=config.to_dict(),
+                            optimizer_state_dict=optimizer.state_dict(),
+                            scheduler_state_dict=scheduler.state_dict(), **state)
+            write_history_csv(state["history"], run_dir / "history.csv")
+            log(format_row(row, config.epochs))
+    except KeyboardInterrupt:
+        interrupted = True
+        log(f"interrupted: {len(state['history'])} completed epochs kept in {run_dir / LAST}; "
+            f"continue with: fer-train --resume {run_dir}")
+    if not state["history"]:
+        return TrainResult(run_dir, interrupted=interrupted)
+    metrics = finish(run_dir, model, spec, config, val_loader, val_items, device, state)
+    metrics["interrupted"] = interrupted
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return TrainResult(run_dir, metrics, interrupted)
+
+
+def finish(run_dir: Path, model, spec: ModelSpec, config: TrainConfig, val_loader, val_items, device,
+           state: dict) -> dict:
+    """Evaluate the best checkpoint and write plots, the classification report; return the metrics."""
+    model.load_state_dict(read_checkpoint(run_dir / BEST)["model_state_dict"])
+    val = engine.evaluate(model, nn.CrossEntropyLoss(), val_loader, device, config, desc="best")
+    result = EvalResult(labels=spec.labels, y_true=val["y_true"], probs=val["probs"],
+                        paths=[str(p) for p, _ in val_items], model=str(run_dir / BEST), format="checkpoint")
+    (run_dir / "classification_report.txt").write_text(result.classification_report())
+    plot_confusion(result.confusion, spec.labels, run_dir / "confusion_matrix.png",
+                   title=f"{run_dir.name}: epoch {state['best_epoch']}, val acc {result.accuracy:.2%}")
+    plot_history(state["history"], run_dir / "training_history.png")
+    history = state["history"]
+    return {"best_epoch": state["best_epoch"], "best_val_acc": result.accuracy,
+            "best_val_acc_tta": val.get("acc_tta"), "best_val_loss": val["loss"],
+            "epochs_completed": len(history), "per_class": result.per_class(),
+            "confusion_matrix": result.confusion.tolist(),
+            "throughput": {"train_images_per_s": sum(r["train_images_per_s"] for r in history) / len(history),
+                           "val_images_per_s": len(val_items) / val["seconds"], "device": str(device),
+                           "threads": torch.get_num_threads()},
+            "elapsed_s": state["elapsed"], "spec": spec.to_dict(), "config": config.to_dict()}
