@@ -7,6 +7,7 @@ onnxruntime; ``.pth`` and ``.pt`` need torch.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -50,22 +51,26 @@ class TorchPredictor:
             return self.module(x).float().numpy()
 
 
-def load_torchscript(path: str | Path):
-    """Load a TorchScript artifact and its embedded spec. Returns ``(module, spec, metadata)``."""
+def load_torchscript(path: str | Path, keys: Sequence[str] = (META_SPEC,)):
+    """Load a TorchScript artifact. Returns ``(module, spec, metadata)``.
+
+    ``metadata`` holds the extra files named in ``keys`` that the file has (TorchScript can only
+    read extra files back by name); the spec comes from the ``META_SPEC`` one.
+    """
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such TorchScript file")
-    extra = {META_SPEC: ""}
+    extra = dict.fromkeys({META_SPEC, *keys}, "")
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError/ValueError for non-TorchScript files
         raise ArtifactError(f"{path}: not a readable TorchScript file: {str(exc).splitlines()[0]}") from exc
-    if not extra[META_SPEC]:
+    metadata = {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items() if v}
+    if META_SPEC not in metadata:
         raise ArtifactError(f"{path}: has no embedded '{META_SPEC}'; export it with `fer-export torchscript`")
-    spec = ModelSpec.from_json(extra[META_SPEC].decode() if isinstance(extra[META_SPEC], bytes) else extra[META_SPEC])
-    return module.eval(), spec
+    return module.eval(), ModelSpec.from_json(metadata[META_SPEC]), metadata
 
 
 def load_predictor(path: str | Path, provider: str = "cpu", bf16: bool = False):
@@ -77,7 +82,7 @@ def load_predictor(path: str | Path, provider: str = "cpu", bf16: bool = False):
     if fmt == "onnx":
         return OnnxPredictor(path, provider)
     if fmt == "torchscript":
-        module, spec = load_torchscript(path)
+        module, spec, _ = load_torchscript(path)
         return TorchPredictor(module, spec, fmt, bf16)
     from .model import load_checkpoint
 

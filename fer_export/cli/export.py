@@ -1,0 +1,132 @@
+"""``fer-export``: export a checkpoint to ONNX / TorchScript, gated by parity, and verify artifacts.
+
+Every export is checked against PyTorch before it is put in place: a failed artifact is kept as
+``NAME.failed.onnx`` / ``NAME.failed.pt`` and the command exits 1. Exit codes: 0 ok, 1 a parity or
+accuracy check failed, 2 usage or input error (missing or unreadable checkpoint, bad folder).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from . import EXIT_FAILED, EXIT_OK, exit_with, library_errors
+
+_path = click.Path(path_type=Path)
+_data = click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     help="Folder of face images for the parity check (Kaggle layout or any images; "
+                          "64 are sampled). Default: synthetic face-like images.")
+_json = click.option("--json", "json_out", type=_path, help="Also write the report as JSON to this file.")
+
+
+def _batch(value: str):
+    if value == "dynamic":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter("use 'dynamic' or a positive integer") from None
+
+
+def _finish(results: list, json_out: Path | None) -> None:
+    """Print every result, write the JSON report, exit 0 when all passed else 1."""
+    for r in results:
+        click.echo(r.summary())
+    if json_out:
+        json_out.write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    exit_with(EXIT_OK if all(r.passed for r in results) else EXIT_FAILED)
+
+
+def _run(fn, *args, **kwargs):
+    """Call one export; a parity/accuracy failure becomes its (failed) result, not an exception."""
+    from ..errors import ParityError
+
+    try:
+        return fn(*args, **kwargs)
+    except ParityError as exc:
+        return exc.report
+
+
+@click.group(help=__doc__)
+@click.version_option(package_name="fer-export")
+def main():
+    pass
+
+
+@main.command(help="Export CHECKPOINT to ONNX (outputs `logits` and `probs`; input `input`, float32 N,C,H,W). "
+                   "Writes CHECKPOINT's stem + .onnx unless -o is given.")
+@click.argument("checkpoint", type=_path)
+@click.option("-o", "--output", type=_path, help="Output .onnx path.")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18 or newer).")
+@click.option("--batch", default="dynamic", show_default=True, callback=lambda c, p, v: _batch(v),
+              help="'dynamic' or a fixed batch size.")
+@click.option("--with-preprocessing", is_flag=True,
+              help="Graph takes raw uint8 grayscale crops (N,1,H,W), any H,W from 2 to 8192 px, and resizes "
+                   "and normalises inside.")
+@click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx: static QDQ int8, calibrated on --calib.")
+@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of real face images to calibrate int8 on (256 are sampled).")
+@click.option("--eval-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Labelled folder (<emotion>/*.jpg) to judge int8 accuracy on. Default: --calib.")
+@click.option("--eval-limit", type=int, help="Use at most this many images per class of --eval-data.")
+@click.option("--max-drop", type=float, help="Largest accepted int8 accuracy drop in points (default 1.0).")
+@click.option("--accept-drop", is_flag=True, help="Keep the int8 model even if its accuracy drops more.")
+@_data
+@_json
+@library_errors
+def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, eval_data, eval_limit, max_drop,
+         accept_drop, data, json_out):
+    from ..export import export, export_int8
+
+    if int8 and not calib:
+        raise click.UsageError("--int8 needs --calib DIR (real face images to calibrate on)")
+    if int8 and (with_preprocessing or batch != "dynamic"):
+        raise click.UsageError("--int8 works on the plain dynamic-batch graph; drop --with-preprocessing/--batch")
+    results = [_run(export, "onnx", checkpoint, output, data=data, opset=opset, batch=batch,
+                    with_preprocessing=with_preprocessing)]
+    if int8 and results[0].passed:
+        results.append(_run(export_int8, checkpoint, results[0].path, calib, eval_data=eval_data, data=data,
+                            max_drop_pp=max_drop, accept_drop=accept_drop, limit_per_class=eval_limit))
+    _finish(results, json_out)
+
+
+@main.command(help="Export CHECKPOINT to TorchScript (traced, frozen; returns logits). "
+                   "Writes CHECKPOINT's stem + .pt unless -o is given.")
+@click.argument("checkpoint", type=_path)
+@click.option("-o", "--output", type=_path, help="Output .pt path.")
+@_data
+@_json
+@library_errors
+def torchscript(checkpoint, output, data, json_out):
+    from ..export import export
+
+    _finish([_run(export, "torchscript", checkpoint, output, data=data)], json_out)
+
+
+@main.command(name="all", help="Export CHECKPOINT to every format (ONNX and TorchScript) beside it; one report.")
+@click.argument("checkpoint", type=_path)
+@_data
+@_json
+@library_errors
+def all_formats(checkpoint, data, json_out):
+    from ..export import FORMATS, export
+
+    _finish([_run(export, fmt, checkpoint, data=data) for fmt in FORMATS], json_out)
+
+
+@main.command(help="Re-check ARTIFACT (.onnx or .pt) against the checkpoint it should come from: spec, source "
+                   "sha256 and parity. Exits 1 when it does not reproduce the checkpoint.")
+@click.argument("artifact", type=_path)
+@click.option("--against", "checkpoint", type=_path, required=True, help="The checkpoint to compare with.")
+@_data
+@_json
+@library_errors
+def verify(artifact, checkpoint, data, json_out):
+    from ..parity import verify as verify_artifact
+
+    _finish([verify_artifact(artifact, checkpoint, data)], json_out)
+
+
+if __name__ == "__main__":
+    main()

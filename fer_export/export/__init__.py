@@ -1,0 +1,245 @@
+"""Export a checkpoint to a deployable artifact, gated by a parity check.
+
+One module per format (:mod:`.onnx`, :mod:`.torchscript`), each with the same three functions:
+
+* ``export_<fmt>(model, spec, path, metadata, **options)`` writes the artifact with its metadata,
+* ``load_<fmt>(path) -> Artifact`` opens it for parity checks (outputs by name, metadata),
+* ``stamp_<fmt>(path, metadata)`` rewrites its metadata (to add the parity result).
+
+:func:`export` (and :func:`export_int8`, which writes ``NAME.int8.onnx`` from the fp32 ONNX file)
+go through one gate, :func:`publish`: the artifact is written to ``NAME.tmp<suffix>``, checked
+against PyTorch eager (and, for int8, judged on accuracy), the results are embedded in its metadata
+(``META_PARITY``), and only then is it moved into place. When a check fails the file is kept as
+``NAME.failed<suffix>`` for inspection, any older artifact at ``NAME<suffix>`` is removed (a stale
+file must never pass for the new one) and :class:`ParityError` is raised with the result attached.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ArtifactError, ExportError, ParityError
+from ..spec import META_INPUT, META_PARITY, META_SOURCE_SHA256, META_SPEC, META_TTA, META_VERSION, ModelSpec
+
+#: Extra metadata key: "fp32" or "int8" (static QDQ). Belongs with the other keys in spec.py.
+META_PRECISION = "fer_export.precision"
+
+INPUT_NORMALIZED, INPUT_UINT8 = "normalized", "uint8"
+#: Every metadata key an artifact may carry (TorchScript needs the names to read extra files back).
+METADATA_KEYS = (META_SPEC, META_VERSION, META_SOURCE_SHA256, META_INPUT, META_TTA, META_PRECISION, META_PARITY)
+
+
+@dataclass
+class Artifact:
+    """An exported model opened for checking: ``run(batch) -> {output name: array}``."""
+
+    path: Path
+    run: Callable[[np.ndarray], dict[str, np.ndarray]]
+    metadata: dict[str, str]
+    batch: int | None = None  # fixed batch size of the graph; None when the batch axis is dynamic
+
+    @property
+    def spec(self) -> ModelSpec:
+        if META_SPEC not in self.metadata:
+            raise ArtifactError(f"{self.path}: has no '{META_SPEC}' metadata; it was not exported by fer-export")
+        return ModelSpec.from_json(self.metadata[META_SPEC])
+
+    @property
+    def input_format(self) -> str:
+        return self.metadata.get(META_INPUT, INPUT_NORMALIZED)
+
+    @property
+    def precision(self) -> str:
+        return self.metadata.get(META_PRECISION, "fp32")
+
+
+def build_metadata(spec: ModelSpec, source_sha256: str, *, input_format: str = INPUT_NORMALIZED,
+                   precision: str = "fp32") -> dict[str, str]:
+    """The contract every artifact carries (ONNX ``metadata_props`` / TorchScript extra files).
+    :func:`publish` adds ``META_PARITY`` once the checks have run."""
+    return {
+        META_SPEC: spec.to_json(),
+        META_VERSION: __version__,
+        META_SOURCE_SHA256: source_sha256,
+        META_INPUT: input_format,
+        META_TTA: "none",
+        META_PRECISION: precision,
+    }
+
+
+@contextlib.contextmanager
+def quiet_torch():
+    """Silence the deprecation chatter of torch.jit / torch.onnx that users cannot act on."""
+    import logging
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx|onnxscript")
+        loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+class Format(NamedTuple):
+    suffix: str
+    export: Callable[..., None]
+    load: Callable[[Path], Artifact]
+    stamp: Callable[[Path, dict], None]
+
+
+def _formats() -> dict[str, Format]:
+    from .onnx import export_onnx, load_onnx, stamp_onnx
+    from .torchscript import export_torchscript, load_torchscript_artifact, stamp_torchscript
+
+    return {
+        "onnx": Format(".onnx", export_onnx, load_onnx, stamp_onnx),
+        "torchscript": Format(".pt", export_torchscript, load_torchscript_artifact, stamp_torchscript),
+    }
+
+
+FORMATS = _formats()
+EXPORTERS = {name: f.export for name, f in FORMATS.items()}
+
+
+def format_of(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    for name, f in FORMATS.items():
+        if f.suffix == suffix:
+            return name
+    raise ArtifactError(f"{path}: unknown artifact type {suffix!r}; expected .onnx or .pt")
+
+
+def open_artifact(path: str | Path) -> Artifact:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such artifact file")
+    return FORMATS[format_of(path)].load(path)
+
+
+def sibling(path: Path, tag: str) -> Path:
+    """``best_model.onnx`` + ``failed`` -> ``best_model.failed.onnx``."""
+    return path.with_name(f"{path.stem}.{tag}{path.suffix}")
+
+
+@dataclass
+class ExportResult:
+    """What one export produced: where the file is, its parity report and any precision report."""
+
+    format: str
+    path: Path
+    parity: Any  # parity.ParityReport
+    extra: list = field(default_factory=list)  # e.g. quantize.PrecisionReport
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed and all(r.passed for r in self.extra)
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, "path": str(self.path), "passed": self.passed,
+                "parity": self.parity.to_dict(), "extra": [r.to_dict() for r in self.extra]}
+
+    def summary(self) -> str:
+        status = "ok" if self.passed else "FAILED"
+        lines = [f"{self.format}: {self.path} [{status}]", self.parity.summary()]
+        return "\n".join(lines + [r.summary() for r in self.extra])
+
+
+def publish(fmt: str, tmp: Path, final: Path, metadata: dict[str, str], model, spec: ModelSpec,
+            data: str | Path | None = None, judges: tuple[Callable[[Path], Any], ...] = ()) -> ExportResult:
+    """Gate the artifact written at ``tmp``: parity against ``model`` plus any ``judges`` (each
+    returns a report with ``.passed``); embed the results, then move the file to ``final`` when all
+    pass, else to ``NAME.failed<suffix>`` (removing any stale ``final``) and raise ParityError."""
+    from ..parity import check_model
+
+    f = FORMATS[fmt]
+    try:
+        result = ExportResult(fmt, final, check_model(model, spec, f.load(tmp), data))
+        result.extra = [judge(tmp) for judge in judges]
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    record = result.parity.to_dict() | {"judged": [r.to_dict() for r in result.extra]}
+    f.stamp(tmp, {**metadata, META_PARITY: json.dumps(record, sort_keys=True)})
+    failed = sibling(final, "failed")
+    if result.passed:
+        os.replace(tmp, final)
+        failed.unlink(missing_ok=True)
+        return result
+    os.replace(tmp, failed)
+    final.unlink(missing_ok=True)
+    result.path = failed
+    raise ParityError(f"{fmt} export failed its checks; the file is kept for inspection as {failed}\n"
+                      f"{result.summary()}", result)
+
+
+def export(fmt: str, checkpoint: str | Path, output: str | Path | None = None, *,
+           data: str | Path | None = None, **options) -> ExportResult:
+    """Export ``checkpoint`` to ``fmt``, check parity against PyTorch and return the result.
+
+    ``options`` go to the format's exporter (ONNX: ``opset``, ``batch``, ``with_preprocessing``).
+    Raises :class:`ParityError` (``.report`` is the :class:`ExportResult`) when the artifact does
+    not reproduce the model; the file is then at ``NAME.failed<suffix>``.
+    """
+    from ..model import load_checkpoint, sha256_file
+
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; choose one of {sorted(FORMATS)}")
+    model, spec = load_checkpoint(checkpoint)
+    final = Path(output) if output else Path(checkpoint).with_suffix(FORMATS[fmt].suffix)
+    if final.resolve() == Path(checkpoint).resolve():
+        raise ExportError(f"{final}: the export would overwrite its own checkpoint; choose another path with -o")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sibling(final, "tmp")
+    input_format = INPUT_UINT8 if options.get("with_preprocessing") else INPUT_NORMALIZED
+    metadata = build_metadata(spec, sha256_file(checkpoint), input_format=input_format)
+    try:
+        FORMATS[fmt].export(model, spec, tmp, metadata, **options)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return publish(fmt, tmp, final, metadata, model, spec, data)
+
+
+def export_int8(checkpoint: str | Path, fp32: str | Path, calib: str | Path, *, eval_data: str | Path | None = None,
+                data: str | Path | None = None, max_drop_pp: float | None = None, accept_drop: bool = False,
+                limit_per_class: int | None = None) -> ExportResult:
+    """Quantise the fp32 ONNX export of ``checkpoint`` to ``NAME.int8.onnx`` and judge it.
+
+    Calibrates on images from ``calib``; accuracy is measured on ``eval_data`` (default: ``calib``,
+    which must then be labelled). Raises :class:`ParityError` when its parity or accuracy fails.
+    """
+    from ..model import load_checkpoint, sha256_file
+    from .quantize import MAX_ACCURACY_DROP_PP, judge, quantize_int8
+
+    model, spec = load_checkpoint(checkpoint)
+    fp32 = Path(fp32)
+    final = sibling(fp32, "int8")
+    tmp = sibling(final, "tmp")
+    metadata = build_metadata(spec, sha256_file(checkpoint), precision="int8")
+    try:
+        quantize_int8(fp32, tmp, spec, calib)
+        FORMATS["onnx"].stamp(tmp, metadata)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+    def accuracy(path: Path):
+        return judge(fp32, path, spec, eval_data or calib, accept_drop=accept_drop, limit_per_class=limit_per_class,
+                     max_drop_pp=MAX_ACCURACY_DROP_PP if max_drop_pp is None else max_drop_pp)
+
+    return publish("onnx", tmp, final, metadata, model, spec, data or calib, (accuracy,))

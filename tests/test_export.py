@@ -1,0 +1,187 @@
+"""fer-export: every format exports, passes parity, carries its contract and fails loudly when it should."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from exported import TINY, exported, other_ckpt, tiny_checkpoint, tiny_ckpt  # noqa: F401  (fixtures)
+from fer_export import __version__
+from fer_export.cli import EXIT_FAILED, EXIT_USAGE
+from fer_export.cli.export import main
+from fer_export.export import FORMATS, META_PRECISION, open_artifact
+from fer_export.model import sha256_file
+from fer_export.spec import META_INPUT, META_PARITY, META_SOURCE_SHA256, META_SPEC, META_TTA, META_VERSION
+
+FMTS = sorted(FORMATS)
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_metadata_round_trip(exported, tiny_ckpt, fmt):
+    meta = open_artifact(exported[fmt]).metadata
+    assert json.loads(meta[META_SPEC]) == TINY.to_dict()
+    assert meta[META_SOURCE_SHA256] == sha256_file(tiny_ckpt)
+    assert meta[META_VERSION] == __version__
+    assert (meta[META_INPUT], meta[META_TTA], meta[META_PRECISION]) == ("normalized", "none", "fp32")
+    parity = json.loads(meta[META_PARITY])
+    assert parity["passed"] and {c["inputs"] for c in parity["checks"]} >= {"random[1]", "random[8]"}
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_dynamic_batch_and_load_predictor(exported, tiny_ckpt, fmt):
+    """fer-eval's path (load_predictor) runs the artifact at batch 1, 7 and 64 like the checkpoint."""
+    from fer_export.predictors import load_predictor
+
+    ref, got = load_predictor(tiny_ckpt), load_predictor(exported[fmt])
+    assert got.spec == TINY
+    batch = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    for n in (1, 7, 64):
+        np.testing.assert_allclose(got.logits(batch[:n]), ref.logits(batch[:n]), atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_verify_passes_on_its_own_checkpoint(exported, tiny_ckpt, fmt):
+    result = cli("verify", exported[fmt], "--against", tiny_ckpt)
+    assert result.exit_code == 0, result.output
+    assert "source sha256: matches" in result.output
+
+
+@pytest.mark.parametrize("fmt", FMTS)
+def test_verify_fails_against_another_checkpoint(exported, other_ckpt, fmt):
+    result = cli("verify", exported[fmt], "--against", other_ckpt)
+    assert result.exit_code == EXIT_FAILED, result.output
+    assert "FAILED" in result.output and "max |diff|" in result.output and "source sha256: differs" in result.output
+
+
+def test_verify_reports_spec_difference(exported, tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "wide.pth", seed=0, spec=TINY.replace(input_size=[48, 56]))
+    result = cli("verify", exported["onnx"], "--against", ckpt)
+    assert result.exit_code == EXIT_FAILED
+    assert "input_size: artifact [48, 48], checkpoint [48, 56]" in result.output
+
+
+def test_failed_parity_keeps_file_as_failed_and_exits_1(tiny_ckpt, tmp_path, monkeypatch):
+    from fer_export import parity
+
+    monkeypatch.setattr(parity, "FP32", parity.Tolerance("impossible", {"logits": -1.0}, 1.0))
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"stale")  # an older artifact must not survive a failed export
+    result = cli("torchscript", tiny_ckpt, "-o", out)
+    assert result.exit_code == EXIT_FAILED, result.output
+    assert not out.exists() and (tmp_path / "model.failed.pt").is_file()
+    assert "model.failed.pt" in result.output and "max |diff|" in result.output
+
+
+def test_seed_format_checkpoint_reproduces_seed_pipeline(fer2013, tmp_path):
+    """A checkpoint saved exactly as the seed saves it, exported with the CLI, run by plain
+    onnxruntime on the seed's own torchvision preprocessing, gives the seed pipeline's probabilities."""
+    import cv2
+    import onnxruntime as ort
+    import torch
+    from PIL import Image
+    from torchvision import models, transforms
+
+    torch.manual_seed(0)
+    model = models.resnet18(weights=None)
+    conv = torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    conv.weight.data = model.conv1.weight.data.mean(dim=1, keepdim=True)
+    model.conv1 = conv
+    model.fc = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(512, 7))
+    ckpt = tmp_path / "best_model.pth"
+    torch.save({"model_state_dict": model.state_dict(), "optimizer_state_dict": {}, "epoch": 3}, ckpt)
+
+    result = cli("onnx", ckpt)
+    assert result.exit_code == 0, result.output
+    tf = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(),
+                             transforms.Normalize(mean=[0.485], std=[0.229])])
+    files = sorted((fer2013 / "val").glob("*/*.jpg"))[::120][:24]
+    x = torch.stack([tf(Image.fromarray(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))) for f in files])
+    with torch.no_grad():
+        expected = torch.softmax(model.eval()(x), 1).numpy()
+    probs = ort.InferenceSession(str(tmp_path / "best_model.onnx")).run(["probs"], {"input": x.numpy()})[0]
+    assert np.abs(probs - expected).max() <= 1e-4
+    assert (probs.argmax(1) == expected.argmax(1)).all()
+
+
+def test_with_preprocessing_matches_pil_path_on_real_crops(tiny_ckpt, fer2013, photos, tmp_path):
+    """uint8 crops of FER size and larger photo crops, resized in the graph, match PIL + PyTorch."""
+    import cv2
+
+    from fer_export.model import load_checkpoint
+    from fer_export.parity import PREPROCESSING, compare, torch_reference
+    from fer_export.preprocess import read_gray
+
+    data = tmp_path / "crops"
+    data.mkdir()
+    for f in sorted((fer2013 / "val").glob("*/*.jpg"))[::300]:
+        (data / f.name).write_bytes(f.read_bytes())
+    photo = read_gray(photos / "fr_obama-480p.jpg")
+    for i, (y, x, s) in enumerate([(40, 330, 180), (60, 300, 240), (20, 200, 400)]):
+        cv2.imwrite(str(data / f"photo_{i}.png"), photo[y:y + s, x:x + s + 7 * i])
+    out = tmp_path / "pre.onnx"
+    result = cli("onnx", tiny_ckpt, "-o", out, "--with-preprocessing", "--data", data)
+    assert result.exit_code == 0, result.output
+    assert "with-preprocessing): passed" in result.output and "faces 48x48" in result.output
+    artifact = open_artifact(out)
+    assert artifact.input_format == "uint8"
+    model, spec = load_checkpoint(tiny_ckpt)
+    crops = {f"{c.shape}": c[None, None] for c in (photo[100:300, 300:460], photo[:37, :41])}
+    report = compare(torch_reference(model, spec, "uint8"), artifact.run, crops, PREPROCESSING)
+    assert report.passed, report.summary()
+
+
+def test_int8_reports_accuracy_and_gates_on_drop(exported, tiny_ckpt, fer2013, monkeypatch):
+    from fer_export.export import quantize
+
+    monkeypatch.setattr(quantize, "CALIB_IMAGES", 32)
+    monkeypatch.setattr(quantize, "images_per_second", lambda path, spec: 1.0)
+    val = fer2013 / "val"
+    result = cli("onnx", tiny_ckpt, "--int8", "--calib", val, "--eval-limit", 4, "--max-drop", -100)
+    assert result.exit_code == EXIT_FAILED, result.output
+    assert "int8" in result.output and "pass --accept-drop" in result.output
+    failed = tiny_ckpt.with_name("best_model.int8.failed.onnx")
+    meta = open_artifact(failed).metadata
+    assert meta[META_PRECISION] == "int8"
+    record = json.loads(meta[META_PARITY])
+    assert record["tolerance"] == "int8" and record["judged"][0]["eval_images"] == 28
+
+
+def test_accept_drop_keeps_int8():
+    from fer_export.export.quantize import PrecisionReport, Variant
+
+    def report(accept):
+        return PrecisionReport("val", 100, Variant("fp32", "a", 1, 0.60, 1), Variant("int8", "b", 1, 0.55, 4), 1.0, accept)
+
+    assert report(False).drop_pp == pytest.approx(5.0)
+    assert not report(False).passed and report(True).passed
+
+
+@pytest.mark.parametrize("args", [["onnx", "--opset", "17"], ["onnx", "--int8"]])
+def test_bad_options_are_usage_errors(tiny_ckpt, args):
+    result = cli(args[0], tiny_ckpt, *args[1:])
+    assert result.exit_code == EXIT_USAGE
+    assert "opset 17" in result.output or "--calib" in result.output
+
+
+@pytest.mark.parametrize("command", ["onnx", "torchscript", "all"])
+def test_bad_checkpoint_is_exit_2_naming_the_file(tmp_path, command):
+    missing = tmp_path / "nope.pth"
+    result = cli(command, missing)
+    assert result.exit_code == EXIT_USAGE and str(missing) in result.output
+    junk = tmp_path / "notes.pth"
+    junk.write_text("not a checkpoint")
+    result = cli(command, junk)
+    assert result.exit_code == EXIT_USAGE and str(junk) in result.output
+
+
+def test_every_command_has_help():
+    assert set(main.commands) == {"onnx", "torchscript", "all", "verify"}
+    for name, command in main.commands.items():
+        result = cli(name, "--help")
+        assert result.exit_code == 0 and len(command.help or "") > 30, name
