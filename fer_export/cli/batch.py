@@ -1,0 +1,80 @@
+"""``fer-batch``: classify the emotion of every face in images and videos into a CSV (torch-free)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..faces import DET_SIZES, DETECTORS, YUNET_ENV, yunet_cache_path
+from ..pipeline import BatchConfig, run_batch
+from ..runtime import PROVIDERS
+from . import UserError, echo_err, exit_with, library_errors
+
+_path = click.Path(path_type=Path)
+_EPILOG = f"""\b
+Exit status: 0 every input was read; 1 some inputs failed (they have `error` rows, everything
+else was written); 2 usage error (bad option, missing model, unavailable provider, existing --out).
+\b
+YuNet model file (never shipped): --yunet-model, ${YUNET_ENV}, or {yunet_cache_path()}.
+"""
+
+
+@click.command(epilog=_EPILOG)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "-o", required=True, type=_path, help="Results CSV: one row per face per image or frame.")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="ONNX model exported by `fer-export onnx`.  [default: the bundled model]")
+@click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
+              help="onnxruntime provider; auto = CUDA when usable, else CPU.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+              help="Face crops per model call, gathered across files and frames.")
+@click.option("--detector", type=click.Choice(DETECTORS), default="auto", show_default=True,
+              help="auto = YuNet if its model file is found, else Haar; none = classify each image whole. "
+                   "Images with both sides <= 64 px are always classified whole.")
+@click.option("--yunet-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help=f"YuNet .onnx file.  [default: ${YUNET_ENV} or the user cache]")
+@click.option("--det-threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True,
+              help="YuNet score threshold.")
+@click.option("--det-size", type=click.IntRange(64), multiple=True, default=DET_SIZES, show_default=True,
+              help="Long side (px) images are downscaled to for detection; repeat for several scales "
+                   "(e.g. --det-size 640 --det-size 1280 for crowds of small faces).")
+@click.option("--min-face", type=click.IntRange(0), default=20, show_default=True,
+              help="Ignore faces whose box is smaller than this (source px, shorter side).")
+@click.option("--every-n", type=click.IntRange(1), default=None, help="Use every N-th video frame.  [default: 1]")
+@click.option("--video-fps", type=click.FloatRange(0, min_open=True), default=None,
+              help="Use this many video frames per second instead of --every-n.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Decode/detect threads.  [default: min(4, CPUs)]")
+@click.option("--summary", type=_path, help="Also write a summary CSV: one row per input and per video track.")
+@click.option("--annotate", type=_path, help="Also write copies of the inputs with boxes and labels to this folder.")
+@click.option("--plots", type=_path, help="Also write an emotion-over-time PNG per video here (needs matplotlib).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out, skipping finished inputs.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out (otherwise refused).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar.  [default: on a terminal]")
+@library_errors
+def main(inputs, out, model, provider, batch_size, detector, yunet_model, det_threshold, det_size, min_face,
+         every_n, video_fps, workers, summary, annotate, plots, resume, overwrite, progress):
+    """Classify the emotion of every face in INPUTS (images, videos, folders searched recursively).
+
+    Writes one CSV row per face per image or video frame, a `no_face` row for an image or frame
+    without one and an `error` row for an unreadable input, so every input appears at least once.
+    Rows are written and fsynced input by input: an interrupted run continues with --resume.
+    """
+    if every_n and video_fps:
+        raise UserError("use either --every-n or --video-fps, not both")
+    if resume and overwrite:
+        raise UserError("use either --resume or --overwrite, not both")
+    cfg = BatchConfig(inputs=inputs, out=out, model=model, provider=provider, batch_size=batch_size,
+                      detector=detector, yunet_model=yunet_model, det_threshold=det_threshold,
+                      det_sizes=tuple(det_size), min_face=min_face, every_n=every_n or 1, video_fps=video_fps,
+                      resume=resume, overwrite=overwrite, summary=summary, annotate=annotate, plots=plots,
+                      progress=progress)
+    if workers:
+        cfg.workers = workers
+    report = run_batch(cfg, log=echo_err)
+    for line in report.lines():
+        echo_err(line)
+    exit_with(report.return_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Inputs and frames: folder search, frame sampling, truncated videos."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_export.errors import InputError
+from fer_export.sources import FrameSampler, collect_sources, iter_frames
+
+
+def write_avi(path: Path, n: int = 20, size=(96, 64), truncate: bool = False) -> Path:
+    """A small MJPG .avi of ``n`` frames whose pixels encode the frame index; ``truncate`` cuts it in half."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
+    rng = np.random.default_rng(0)  # noise keeps the frames large enough for a cut to land mid-stream
+    for i in range(n):
+        writer.write((rng.integers(0, 64, (size[1], size[0], 3)) + 10 * i).astype(np.uint8))
+    writer.release()
+    if truncate:
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    return path
+
+
+def test_collect_sources_recurses_in_order_and_names_relative_to_the_folder(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/b/z.jpg", "a/x.MOV", "a/notes.txt", "y.png"):
+        (tmp_path / name).write_bytes(b"x")
+    sources = collect_sources([tmp_path / "a", tmp_path / "y.png", tmp_path / "a" / "x.MOV"])
+    assert [(Path(s.name).relative_to(tmp_path).as_posix(), s.kind) for s in sources] == [
+        ("a/b/z.jpg", "image"), ("a/x.MOV", "video"), ("y.png", "image")]
+    with pytest.raises(InputError, match="no such file"):
+        collect_sources([tmp_path / "missing"])
+
+
+@pytest.mark.parametrize("sampler, video_fps, expected", [
+    (FrameSampler(), 30, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+    (FrameSampler(every_n=4), 30, [0, 4, 8]),
+    (FrameSampler(fps=10), 30, [0, 3, 6, 9]),
+    (FrameSampler(fps=12), 30, [0, 3, 5, 8]),  # 2.5 frames apart
+    (FrameSampler(fps=60), 30, list(range(10))),  # never more than every frame
+])
+def test_frame_sampler(sampler, video_fps, expected):
+    picks = sampler.picks(video_fps)
+    assert [i for i in range(10) if next(picks)] == expected
+
+
+def test_iter_frames_keeps_decoded_frames_then_reports_truncation(tmp_path):
+    whole = [i for i, _, _ in iter_frames(write_avi(tmp_path / "v.avi"), FrameSampler(every_n=3))]
+    assert whole == list(range(0, 20, 3))
+    got = []
+    with pytest.raises(InputError, match="truncated"):
+        for i, t, frame in iter_frames(write_avi(tmp_path / "t.avi", truncate=True)):
+            got.append((i, t, round((frame.mean() - 31.5) / 10)))
+    assert 0 < len(got) < 20 and all(i == v and t == pytest.approx(i / 10) for i, t, v in got)
