@@ -283,12 +283,12 @@ class VerifyReport:
 
 def verify(artifact_path: str | Path, checkpoint: str | Path, data: str | Path | None = None) -> VerifyReport:
     """Re-run the export parity check of an artifact against a checkpoint, and compare contracts."""
-    from .export import open_artifact
-    from .model import load_checkpoint, sha256_file
-    from .spec import META_SOURCE_SHA256
+    from .export import open_artifact, reference_model
+    from .model import sha256_file
+    from .spec import META_SOURCE_SHA256, META_TTA
 
     artifact = open_artifact(artifact_path)
-    model, spec = load_checkpoint(checkpoint)
+    model, spec = reference_model(checkpoint, artifact.metadata.get(META_TTA, "none"))
     theirs, ours = artifact.spec.to_dict(), spec.to_dict()
     differences = [f"{k}: artifact {theirs.get(k)!r}, checkpoint {ours.get(k)!r}"
                    for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]

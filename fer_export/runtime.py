@@ -126,7 +126,7 @@ class EmotionClassifier:
 
     def predict(self, faces: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """uint8 face crops (HxW gray or HxWx3 BGR, any size) -> float32 probabilities (N, classes)."""
-        faces = list(faces) if not isinstance(faces, np.ndarray) or faces.ndim != 3 else list(faces)
+        faces = list(faces)  # a list of crops, or an (N, H, W) array of equal-size crops
         if not faces:
             return np.zeros((0, self.spec.num_classes), dtype=np.float32)
         if self.input_format == "uint8":

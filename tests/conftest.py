@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fer_export.spec import ModelSpec
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -57,3 +59,40 @@ def run_without_torch(code: str, *args: str, cwd: Path | None = None, timeout: i
 
     return subprocess.run([sys.executable, "-c", BLOCK_TORCH + code, *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# Tiny checkpoints and their exports, shared by the export, parity, runtime and batch tests.
+# ResNet18 with the seed's stem at 48x48 (the FER crop size) keeps them fast.
+TINY = ModelSpec(input_size=(48, 48))
+
+
+def tiny_checkpoint(path, seed: int, spec: ModelSpec = TINY):
+    import torch
+
+    from fer_export.model import build_model, save_checkpoint
+
+    torch.manual_seed(seed)
+    return save_checkpoint(path, build_model(spec), spec)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best_model.pth", seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_ckpt(tmp_path_factory):
+    """Same spec, other weights: an artifact of tiny_ckpt must fail verify against it."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("other") / "other.pth", seed=1)
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_ckpt):
+    """``{format: path}``: tiny_ckpt exported by `fer-export all` beside itself."""
+    from click.testing import CliRunner
+
+    from fer_export.cli.export import main
+
+    result = CliRunner().invoke(main, ["all", str(tiny_ckpt)])
+    assert result.exit_code == 0, result.output
+    return {"onnx": tiny_ckpt.with_suffix(".onnx"), "torchscript": tiny_ckpt.with_suffix(".pt")}

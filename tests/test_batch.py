@@ -22,15 +22,14 @@ from fer_export.preprocess import read_gray
 from fer_export.report import columns, journal_path, read_results
 from fer_export.runtime import EmotionClassifier
 from fer_export.spec import FER2013_LABELS
-from onnx_models import build_onnx
 from test_sources import write_avi
 
 NOFACE = "pyfeat_face_noface.mov"  # 169 frames at 26.4 fps; a real face, then a cartoon from ~frame 75
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
+def tiny_model(exported) -> Path:
+    return exported["onnx"]
 
 
 def batch(*args) -> "click.testing.Result":

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from exported import TINY, exported, other_ckpt, tiny_checkpoint, tiny_ckpt  # noqa: F401  (fixtures)
+from conftest import TINY, tiny_checkpoint
 from fer_export import __version__
 from fer_export.cli import EXIT_FAILED, EXIT_USAGE
 from fer_export.cli.export import main
-from fer_export.export import FORMATS, META_PRECISION, open_artifact
+from fer_export.export import FORMATS, open_artifact
 from fer_export.model import sha256_file
-from fer_export.spec import META_INPUT, META_PARITY, META_SOURCE_SHA256, META_SPEC, META_TTA, META_VERSION
+from fer_export.spec import (META_INPUT, META_PARITY, META_PRECISION, META_SOURCE_SHA256, META_SPEC, META_TTA,
+                             META_VERSION)
 
 FMTS = sorted(FORMATS)
 
@@ -185,3 +186,20 @@ def test_every_command_has_help():
     for name, command in main.commands.items():
         result = cli(name, "--help")
         assert result.exit_code == 0 and len(command.help or "") > 30, name
+
+
+def test_flip_tta_is_built_into_the_graph(tiny_ckpt, tmp_path):
+    """--tta hflip: the graph averages an image and its mirror, so mirrored inputs give equal outputs,
+    and it equals the mean of the checkpoint's logits on both; verify re-checks it the same way."""
+    from fer_export.predictors import load_predictor
+
+    out = tmp_path / "tta.onnx"
+    result = cli("onnx", tiny_ckpt, "-o", out, "--tta", "hflip")
+    assert result.exit_code == 0, result.output
+    assert open_artifact(out).metadata[META_TTA] == "hflip"
+    got, ref = load_predictor(out), load_predictor(tiny_ckpt)
+    batch = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    mirrored = batch[:, :, ::-1].copy()
+    np.testing.assert_allclose(got.logits(batch), got.logits(mirrored), atol=1e-4)
+    np.testing.assert_allclose(got.logits(batch), (ref.logits(batch) + ref.logits(mirrored)) / 2, atol=1e-4)
+    assert cli("verify", out, "--against", tiny_ckpt).exit_code == 0

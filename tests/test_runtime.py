@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from conftest import run_without_torch
-from exported import exported, tiny_ckpt  # noqa: F401  (fixtures)
 from fer_export.errors import ArtifactError, ProviderError
 
 

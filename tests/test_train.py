@@ -21,6 +21,9 @@ ARTIFACTS = ("best_model.pth", "last.pth", "history.csv", "training_history.png"
              "classification_report.txt", "metrics.json")
 SIZE = 16  # the smallest input a spec allows: keeps these runs to seconds on two CPU cores
 TINY = ["--limit-per-class", "10", "--img-size", str(SIZE), "--no-progress"]
+# bf16 runs (the fast recipe) use 48 px: at 16 px ResNet18's last stages are 1x1, where oneDNN's bf16
+# kernels on this CPU gave run-to-run differences (once a NaN loss) that fp32 and >= 48 px do not show.
+BF16_SIZE = 48
 
 
 def _history(run_dir):
@@ -63,17 +66,17 @@ def test_seed_recipe_smoke(fer2013, tmp_path):
 def test_fast_recipe_smoke(fer2013, tmp_path):
     out = tmp_path / "fast"
     res = CliRunner().invoke(fer_train, ["--recipe", "fast", "--data", str(fer2013), "--out", str(out),
-                                         "--epochs", "2", "--mixup", "0.2", *TINY])
+                                         "--epochs", "2", "--mixup", "0.2", *TINY, "--img-size", str(BF16_SIZE)])
     assert res.exit_code == 0, res.output
     assert "flip TTA" in res.output
-    metrics = _check_run(out, 2, "resnet18_s1", SIZE)
+    metrics = _check_run(out, 2, "resnet18", BF16_SIZE)
     assert metrics["best_val_acc_tta"] is not None
     assert len(list((out / "cache").glob("*.npy"))) == 2
 
 
 @pytest.mark.data
 def test_interrupt_and_resume_continue_exactly(fer2013, tmp_path, monkeypatch):
-    config = make_config("fast", data=str(fer2013), epochs=2, limit_per_class=5, img_size=SIZE, batch_size=16,
+    config = make_config("fast", data=str(fer2013), epochs=2, limit_per_class=5, img_size=BF16_SIZE, batch_size=16,
                          progress=False)  # 3 steps per epoch: the one-cycle position must carry over
     straight = train(with_overrides(config, out=str(tmp_path / "straight")), log=lambda s: None)
 

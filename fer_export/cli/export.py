@@ -17,6 +17,8 @@ _path = click.Path(path_type=Path)
 _data = click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
                      help="Folder of face images for the parity check (Kaggle layout or any images; "
                           "64 are sampled). Default: synthetic face-like images.")
+_tta = click.option("--tta", type=click.Choice(["none", "hflip"]), default="none", show_default=True,
+                    help="hflip: average the logits of each image and its mirror inside the graph (2x compute).")
 _json = click.option("--json", "json_out", type=_path, help="Also write the report as JSON to this file.")
 
 
@@ -72,18 +74,19 @@ def main():
 @click.option("--eval-limit", type=int, help="Use at most this many images per class of --eval-data.")
 @click.option("--max-drop", type=float, help="Largest accepted int8 accuracy drop in points (default 1.0).")
 @click.option("--accept-drop", is_flag=True, help="Keep the int8 model even if its accuracy drops more.")
+@_tta
 @_data
 @_json
 @library_errors
 def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, eval_data, eval_limit, max_drop,
-         accept_drop, data, json_out):
+         accept_drop, tta, data, json_out):
     from ..export import export, export_int8
 
     if int8 and not calib:
         raise click.UsageError("--int8 needs --calib DIR (real face images to calibrate on)")
     if int8 and (with_preprocessing or batch != "dynamic"):
         raise click.UsageError("--int8 works on the plain dynamic-batch graph; drop --with-preprocessing/--batch")
-    results = [_run(export, "onnx", checkpoint, output, data=data, opset=opset, batch=batch,
+    results = [_run(export, "onnx", checkpoint, output, data=data, tta=tta, opset=opset, batch=batch,
                     with_preprocessing=with_preprocessing)]
     if int8 and results[0].passed:
         results.append(_run(export_int8, checkpoint, results[0].path, calib, eval_data=eval_data, data=data,
@@ -95,24 +98,26 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, eval
                    "Writes CHECKPOINT's stem + .pt unless -o is given.")
 @click.argument("checkpoint", type=_path)
 @click.option("-o", "--output", type=_path, help="Output .pt path.")
+@_tta
 @_data
 @_json
 @library_errors
-def torchscript(checkpoint, output, data, json_out):
+def torchscript(checkpoint, output, tta, data, json_out):
     from ..export import export
 
-    _finish([_run(export, "torchscript", checkpoint, output, data=data)], json_out)
+    _finish([_run(export, "torchscript", checkpoint, output, data=data, tta=tta)], json_out)
 
 
 @main.command(name="all", help="Export CHECKPOINT to every format (ONNX and TorchScript) beside it; one report.")
 @click.argument("checkpoint", type=_path)
+@_tta
 @_data
 @_json
 @library_errors
-def all_formats(checkpoint, data, json_out):
+def all_formats(checkpoint, tta, data, json_out):
     from ..export import FORMATS, export
 
-    _finish([_run(export, fmt, checkpoint, data=data) for fmt in FORMATS], json_out)
+    _finish([_run(export, fmt, checkpoint, data=data, tta=tta) for fmt in FORMATS], json_out)
 
 
 @main.command(help="Re-check ARTIFACT (.onnx or .pt) against the checkpoint it should come from: spec, source "

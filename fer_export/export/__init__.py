@@ -27,10 +27,8 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ArtifactError, ExportError, ParityError
-from ..spec import META_INPUT, META_PARITY, META_SOURCE_SHA256, META_SPEC, META_TTA, META_VERSION, ModelSpec
-
-#: Extra metadata key: "fp32" or "int8" (static QDQ). Belongs with the other keys in spec.py.
-META_PRECISION = "fer_export.precision"
+from ..spec import (META_INPUT, META_PARITY, META_PRECISION, META_SOURCE_SHA256, META_SPEC, META_TTA, META_VERSION,
+                    ModelSpec)
 
 INPUT_NORMALIZED, INPUT_UINT8 = "normalized", "uint8"
 #: Every metadata key an artifact may carry (TorchScript needs the names to read extra files back).
@@ -61,8 +59,12 @@ class Artifact:
         return self.metadata.get(META_PRECISION, "fp32")
 
 
+#: What ``tta`` accepts: "none", or "hflip" (average over the image and its mirror, inside the graph).
+TTA_MODES = ("none", "hflip")
+
+
 def build_metadata(spec: ModelSpec, source_sha256: str, *, input_format: str = INPUT_NORMALIZED,
-                   precision: str = "fp32") -> dict[str, str]:
+                   precision: str = "fp32", tta: str = "none") -> dict[str, str]:
     """The contract every artifact carries (ONNX ``metadata_props`` / TorchScript extra files).
     :func:`publish` adds ``META_PARITY`` once the checks have run."""
     return {
@@ -70,7 +72,7 @@ def build_metadata(spec: ModelSpec, source_sha256: str, *, input_format: str = I
         META_VERSION: __version__,
         META_SOURCE_SHA256: source_sha256,
         META_INPUT: input_format,
-        META_TTA: "none",
+        META_TTA: tta,
         META_PRECISION: precision,
     }
 
@@ -187,26 +189,38 @@ def publish(fmt: str, tmp: Path, final: Path, metadata: dict[str, str], model, s
                       f"{result.summary()}", result)
 
 
+def reference_model(checkpoint: str | Path, tta: str = "none"):
+    """The PyTorch model an artifact of ``checkpoint`` must reproduce: ``(model, spec)``."""
+    from ..model import load_checkpoint
+    from .preprocessing import FlipAverage
+
+    if tta not in TTA_MODES:
+        raise ExportError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+    model, spec = load_checkpoint(checkpoint)
+    return (FlipAverage(model).eval() if tta == "hflip" else model), spec
+
+
 def export(fmt: str, checkpoint: str | Path, output: str | Path | None = None, *,
-           data: str | Path | None = None, **options) -> ExportResult:
+           data: str | Path | None = None, tta: str = "none", **options) -> ExportResult:
     """Export ``checkpoint`` to ``fmt``, check parity against PyTorch and return the result.
 
     ``options`` go to the format's exporter (ONNX: ``opset``, ``batch``, ``with_preprocessing``).
+    ``tta="hflip"`` builds flip averaging into the graph (and into the reference it is checked against).
     Raises :class:`ParityError` (``.report`` is the :class:`ExportResult`) when the artifact does
     not reproduce the model; the file is then at ``NAME.failed<suffix>``.
     """
-    from ..model import load_checkpoint, sha256_file
+    from ..model import sha256_file
 
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {sorted(FORMATS)}")
-    model, spec = load_checkpoint(checkpoint)
+    model, spec = reference_model(checkpoint, tta)
     final = Path(output) if output else Path(checkpoint).with_suffix(FORMATS[fmt].suffix)
     if final.resolve() == Path(checkpoint).resolve():
         raise ExportError(f"{final}: the export would overwrite its own checkpoint; choose another path with -o")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = sibling(final, "tmp")
     input_format = INPUT_UINT8 if options.get("with_preprocessing") else INPUT_NORMALIZED
-    metadata = build_metadata(spec, sha256_file(checkpoint), input_format=input_format)
+    metadata = build_metadata(spec, sha256_file(checkpoint), input_format=input_format, tta=tta)
     try:
         FORMATS[fmt].export(model, spec, tmp, metadata, **options)
     except BaseException:
@@ -223,14 +237,15 @@ def export_int8(checkpoint: str | Path, fp32: str | Path, calib: str | Path, *, 
     Calibrates on images from ``calib``; accuracy is measured on ``eval_data`` (default: ``calib``,
     which must then be labelled). Raises :class:`ParityError` when its parity or accuracy fails.
     """
-    from ..model import load_checkpoint, sha256_file
+    from ..model import sha256_file
     from .quantize import MAX_ACCURACY_DROP_PP, judge, quantize_int8
 
-    model, spec = load_checkpoint(checkpoint)
     fp32 = Path(fp32)
+    tta = open_artifact(fp32).metadata.get(META_TTA, "none")
+    model, spec = reference_model(checkpoint, tta)
     final = sibling(fp32, "int8")
     tmp = sibling(final, "tmp")
-    metadata = build_metadata(spec, sha256_file(checkpoint), precision="int8")
+    metadata = build_metadata(spec, sha256_file(checkpoint), precision="int8", tta=tta)
     try:
         quantize_int8(fp32, tmp, spec, calib)
         FORMATS["onnx"].stamp(tmp, metadata)

@@ -30,6 +30,17 @@ class LogitsAndProbs(nn.Module):
         return logits, torch.softmax(logits, dim=1)
 
 
+class FlipAverage(nn.Module):
+    """Test-time augmentation in the graph: the mean of the logits of the image and its mirror."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return (self.model(x) + self.model(torch.flip(x, dims=[3]))) / 2
+
+
 class WithPreprocessing(LogitsAndProbs):
     def __init__(self, model: nn.Module, spec: ModelSpec):
         super().__init__(model)
