@@ -12,11 +12,12 @@ they can exceed the wall time). Without --model, a randomly initialised ResNet18
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import busy_warning, describe_machine, machine_info, markdown_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--yunet-model", type=Path, default=DATA / "models" / "face_detection_yunet_2026may.onnx")
     ap.add_argument("--json", type=Path, default=Path("benchmark_pipeline.json"))
     args = ap.parse_args(argv)
+    machine = machine_info()  # before any work of ours: its load average tells whether others are busy
     tmp = Path(tempfile.mkdtemp(prefix="fer-bench-"))
     model = args.model
     if model is None:
@@ -80,16 +82,18 @@ def main(argv=None) -> int:
         "ratio": round(piped / bare, 3), "crops_stages_s": report.timings,
         "video": str(args.video), "video_frames": vreport.frames, "video_faces": vreport.faces,
         "video_frames_per_s": round(vreport.frames / vwall, 1), "video_stages_s": vreport.timings,
-        "video_wall_s": round(vwall, 2),
+        "video_wall_s": round(vwall, 2), "machine": machine,
     }
-    print(f"{'measure':<38}{'value':>12}")
-    for key in ("bare_session_crops_per_s", "fer_batch_crops_per_s", "ratio", "video_frames",
-                "video_faces", "video_frames_per_s", "video_wall_s"):
-        print(f"{key:<38}{result[key]:>12}")
-    for name in ("crops", "video"):
-        stages = result[f"{name}_stages_s"]
-        print(f"{name + ' stages (s)':<38}" + "  ".join(f"{k} {v:.2f}" for k, v in stages.items()))
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    rows = [[key, result[key]] for key in ("bare_session_crops_per_s", "fer_batch_crops_per_s", "ratio",
+                                            "video_frames", "video_faces", "video_frames_per_s", "video_wall_s")]
+    rows += [[f"{name} stages (s)", "  ".join(f"{k} {v:.2f}" for k, v in result[f"{name}_stages_s"].items())]
+             for name in ("crops", "video")]
+    print(f"Machine: {describe_machine(machine)}\n")
+    print(markdown_table(["measure", "value"], rows))
+    warning = busy_warning(machine)
+    if warning:
+        print(warning)
+    write_json(args.json, result)
     print(f"wrote {args.json}")
     return 0
 

@@ -1,0 +1,248 @@
+"""What every benchmark script shares: the machine, its peak per precision, timing, FLOPs, output.
+
+Scripts in this folder put ``benchmarks/`` first on ``sys.path`` (Python does that for a script),
+so ``from common import ...`` works when they run as ``python benchmarks/NAME.py``. Nothing here
+imports torch; :func:`onnx_flops` needs the ``onnx`` package (the ``train`` extra).
+See README.md in this folder for how the FLOPs and the peaks are derived.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+#: Bits of SIMD FMA a core completes per cycle. Zen 4 has two 256-bit FMA pipes and runs a 512-bit
+#: (zmm) instruction as two 256-bit halves: one zmm FMA, VDPBF16PS or VPDPBUSD per cycle per core.
+#: Zen 2/3 (AVX2) and Intel client cores also reach 512; Intel Xeons with two 512-bit FMA ports
+#: reach 1024, so on those the % of peak printed here is twice too high.
+FMA_BITS_PER_CYCLE = 512
+#: Operations one 32-bit lane of one instruction counts, per precision:
+#: fp32 FMA = 1 multiply + 1 add; bf16 VDPBF16PS = 2 products + 2 adds into an fp32 lane;
+#: int8 VPDPBUSD = 4 u8*s8 products + 4 adds into an int32 lane.
+OPS_PER_LANE = {"fp32": 2, "bf16": 4, "int8": 8}
+#: CPU flags each precision's fast path needs (else: bf16 runs at the fp32 rate, int8 has no peak here).
+PRECISION_FLAGS = {"bf16": ("avx512_bf16", "avx_bf16"), "int8": ("avx512_vnni", "avx_vnni")}
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "avx512_vnni", "avx_vnni",
+              "amx_tile", "amx_bf16", "amx_int8")
+MIN_REPS = 5
+BUSY_LOAD = 0.25  # 1-minute load average per CPU above which the machine counts as busy
+
+
+# ---- the machine ---------------------------------------------------------------------------------
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor block of /proc/cpuinfo (empty off Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    info = {}
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        info[key.strip()] = value.strip()
+    return info
+
+
+def _clock(info: dict[str, str]) -> tuple[float | None, str]:
+    """``(MHz, what it is)``: cpufreq's maximum when the kernel exposes it, else /proc/cpuinfo's value."""
+    max_freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    if max_freq.is_file():
+        return int(max_freq.read_text()) / 1000, "maximum (cpufreq cpuinfo_max_freq)"
+    if "cpu MHz" in info:
+        return float(info["cpu MHz"]), ("nominal: /proc/cpuinfo 'cpu MHz' without cpufreq (under a hypervisor "
+                                        "the TSC rate); boost clocks are not visible, so the true peak may be higher")
+    return None, "unknown"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict:
+    """CPU model, physical cores this process may use, clock, SIMD flags and library versions."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_core = max(1, int(info.get("siblings", 1)) // max(1, int(info.get("cpu cores", 1))))
+    mhz, clock_source = _clock(info)
+    return {
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}",
+        "logical_cpus": logical,
+        "cores": max(1, logical // per_core),
+        "clock_mhz": mhz,
+        "clock_source": clock_source,
+        "flags": [f for f in SIMD_FLAGS if f in flags],
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        **{name: _version(name) for name in ("numpy", "onnxruntime", "onnxruntime-gpu", "torch", "onnx")},
+    }
+
+
+def peak_gflops(machine: dict, precision: str, cores: int | None = None) -> float | None:
+    """Theoretical CPU peak in GFLOP/s (GOP/s for int8): cores x GHz x lanes x ops per lane.
+
+    ``cores``: how many the run may use (its thread count), at most the machine's; default all.
+
+    ``None`` when the clock is unknown, the CPU has no FMA, or int8 has no VNNI. AMX is not
+    counted: on a CPU with AMX the printed % of peak is too high for bf16 and int8.
+    """
+    flags, mhz = set(machine["flags"]), machine["clock_mhz"]
+    if not mhz or not ({"avx512f", "fma"} & flags):
+        return None
+    lanes = FMA_BITS_PER_CYCLE // 32
+    if precision == "fp32" or (precision == "bf16" and not set(PRECISION_FLAGS["bf16"]) & flags):
+        ops = OPS_PER_LANE["fp32"]
+    elif precision in PRECISION_FLAGS and set(PRECISION_FLAGS[precision]) & flags:
+        ops = OPS_PER_LANE[precision]
+    else:
+        return None
+    cores = min(cores or machine["cores"], machine["cores"])
+    return cores * mhz / 1000 * lanes * ops
+
+
+def busy_warning(machine: dict) -> str | None:
+    """A warning when other work was running as the benchmark started: timings are then not the
+    machine's (threads that wait for a descheduled peer slow down by orders of magnitude)."""
+    load = machine.get("load_average_1min")
+    if load is not None and load > BUSY_LOAD * machine["logical_cpus"]:
+        return (f"WARNING: load average {load:.1f} on {machine['logical_cpus']} CPUs when this started: other "
+                f"work is running, so these timings do not describe the machine; rerun when it is idle")
+    return None
+
+
+def describe_machine(machine: dict) -> str:
+    """One paragraph: the machine and its peaks, for the top of a table."""
+    peaks = ", ".join(f"{p} {peak_gflops(machine, p) or float('nan'):.0f}" for p in OPS_PER_LANE)
+    versions = ", ".join(f"{k} {machine[k]}" for k in ("onnxruntime", "onnxruntime-gpu", "torch") if machine[k])
+    clock = machine["clock_source"].split(":")[0]
+    return (f"{machine['cpu']} (family/model {machine['cpu_family_model']}), {machine['cores']} cores at "
+            f"{machine['clock_mhz']} MHz ({clock}), flags {' '.join(machine['flags'])}; "
+            f"peak GFLOP/s {peaks}; {versions}, Python {machine['python']}")
+
+
+# ---- measuring -----------------------------------------------------------------------------------
+
+def time_call(fn: Callable[[], object], reps: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``reps`` calls of ``fn`` after ``warmup`` untimed calls."""
+    if reps < MIN_REPS:
+        raise ValueError(f"reps must be at least {MIN_REPS} to give a median and a spread, got {reps}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def summarize(seconds: Sequence[float]) -> dict:
+    """Median (p50), p10, p90, min and max in milliseconds, and the spread (p90 - p10) / p50."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1000
+    p10, p50, p90 = np.percentile(ms, [10, 50, 90])
+    return {"reps": len(ms), "p50_ms": float(p50), "p90_ms": float(p90), "p10_ms": float(p10),
+            "min_ms": float(ms.min()), "max_ms": float(ms.max()), "spread": float((p90 - p10) / p50)}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB.
+
+    Linux's ``VmHWM`` belongs to this process image alone; ``ru_maxrss`` (the fallback elsewhere)
+    keeps the peak of the parent that forked it, so a fresh subprocess would report its parent's.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    scale = 1 if platform.system() == "Darwin" else 1024  # macOS reports bytes, Linux KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
+
+
+def onnx_flops(path: str | Path, input_shape: Sequence[int]) -> dict[str, int]:
+    """FLOPs of one forward pass, from the graph: ``{op type: flops}`` for Conv, Gemm and MatMul.
+
+    A multiply-accumulate counts 2. Conv: 2 * N * Cout * Hout * Wout * (Cin / groups) * kH * kW;
+    Gemm and MatMul: 2 * M * K * N. Shapes come from ONNX shape inference with the input fixed to
+    ``input_shape``. Bias adds, batch norm, activations, pooling and softmax are not counted.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {t.name for t in graph.initializer}
+    graph_input = next(i for i in graph.input if i.name not in inits)
+    dims = graph_input.type.tensor_type.shape.dim
+    for d, size in zip(dims, input_shape):
+        d.Clear()
+        d.dim_value = int(size)
+    del graph.value_info[:]
+    for out in graph.output:  # drop declared (symbolic) output shapes so inference fills them
+        out.type.tensor_type.ClearField("shape")
+    graph = onnx.shape_inference.infer_shapes(model, strict_mode=True).graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for v in [*graph.input, *graph.value_info, *graph.output]:
+        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
+    flops: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type == "Conv":
+            w, y = shapes[node.input[1]], shapes[node.output[0]]
+            n = 2 * int(np.prod(y)) * int(np.prod(w[1:]))
+        elif node.op_type == "Gemm":
+            a = shapes[node.input[0]]
+            trans_a = next((at.i for at in node.attribute if at.name == "transA"), 0)
+            n = 2 * int(np.prod(shapes[node.output[0]])) * a[0 if trans_a else 1]
+        elif node.op_type == "MatMul":
+            n = 2 * int(np.prod(shapes[node.output[0]])) * shapes[node.input[0]][-1]
+        else:
+            continue
+        flops[node.op_type] = flops.get(node.op_type, 0) + n
+    return flops
+
+
+# ---- output --------------------------------------------------------------------------------------
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table; columns of numbers right-aligned, ``None`` shown as ``-``."""
+    def cell(v):
+        return "-" if v is None else str(v)
+
+    body = [[cell(v) for v in row] for row in rows]
+    numeric = [all(_is_number(r[i]) for r in rows if r[i] is not None) and any(r[i] is not None for r in rows)
+               for i in range(len(headers))]
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(  # noqa: E731
+        c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)) + " |"
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)) + "|"
+    return "\n".join([line(headers), rule, *(line(r) for r in body)])
+
+
+def _is_number(v) -> bool:
+    """A number, or a number already formatted as text (both are right-aligned)."""
+    if isinstance(v, str):
+        try:
+            float(v)
+        except ValueError:
+            return False
+        return True
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+
+
+def write_json(path: str | Path, result: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path

@@ -1,0 +1,117 @@
+"""The benchmark scripts run on a tiny model and write well-formed JSON and markdown.
+
+No assertion here looks at how fast anything was: only that every number is there and sane.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from onnx_models import build_onnx
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import markdown_table, peak_gflops  # noqa: E402
+
+CPU_BACKENDS = {("torch eager", "fp32"), ("torch eager bf16 autocast", "bf16"), ("torchscript", "fp32"),
+                ("onnxruntime", "fp32"), ("onnxruntime int8 QDQ", "int8")}
+
+
+def script(name: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def table_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("|")]
+
+
+def test_run_measures_every_backend_with_accuracy(tmp_path, tiny_ckpt, exported, fer2013):
+    out = tmp_path / "bench"
+    (out / "artifacts").mkdir(parents=True)
+    for path in exported.values():  # an earlier passed export of the same checkpoint is reused, not redone
+        shutil.copy(path, out / "artifacts" / path.name)
+    res = script("run.py", "--model", tiny_ckpt, "--data", fer2013 / "val", "--quick", "--batch-sizes", 2,
+                 "--limit-per-class", 1, "--threads", 1, "--out-dir", out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads((out / "benchmark.json").read_text())
+    assert {"cpu", "cores", "clock_mhz", "flags", "onnxruntime", "torch"} <= set(result["machine"])
+    assert len(result["artifacts_reused"]) == 2
+    assert set(result["flops_per_image_by_op"]) <= {"Conv", "Gemm", "MatMul"}
+    assert result["flops_per_image"] == torch_flops(tiny_ckpt)
+    rows = result["rows"]
+    measured = {(r["backend"], r["precision"]) for r in rows if r["device"] == "cpu" and r["batch"] == 2}
+    assert measured == CPU_BACKENDS, rows
+    for r in rows:
+        if r["batch"] is None:  # a skipped backend (CUDA without a GPU) says why
+            assert r["note"].startswith("skipped"), r
+            continue
+        assert 0 <= r["accuracy"] <= 1 and r["eval_images"] == 7
+        assert r["reps"] == 5 and 0 < r["p10_ms"] <= r["p50_ms"] <= r["p90_ms"]
+        assert r["images_per_s"] > 0 and r["gflops"] > 0 and r["peak_rss_mb"] > 0
+        assert r["device"] != "cpu" or r["pct_peak"] > 0
+    for kind in ("onnx", "torchscript", "int8"):
+        assert (out / "artifacts").is_dir() and result["artifacts"][kind].startswith(str(out / "artifacts"))
+    lines = table_lines((out / "benchmark.md").read_text())
+    assert lines == table_lines(res.stdout) and len(lines) == 2 + len(rows)
+    assert len({line.count("|") for line in lines}) == 1 and "accuracy %" in lines[0]
+    assert "onnxruntime fp32 vs torch eager fp32 at batch 2" in res.stdout
+
+
+def test_run_on_onnx_gives_the_onnxruntime_rows(tmp_path, fer2013):
+    model = build_onnx(tmp_path / "tiny.onnx")
+    res = script("run.py", "--model", model, "--data", fer2013 / "val", "--quick", "--batch-sizes", 1,
+                 "--limit-per-class", 1, "--threads", 1, "--out-dir", tmp_path / "bench")
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = json.loads((tmp_path / "bench" / "benchmark.json").read_text())["rows"]
+    assert {r["backend"] for r in rows if r["batch"] == 1} == {"onnxruntime", "onnxruntime int8 QDQ"}
+    assert all("needs a .pth" in r["note"] for r in rows if r["backend"].startswith("torch") and r["device"] == "cpu")
+
+
+def test_pipeline_smoke(tmp_path, fer2013, videos, yunet_model):
+    model = build_onnx(tmp_path / "tiny.onnx")
+    res = script("pipeline.py", "--model", model, "--crops", 8, "--batch-size", 4, "--repeat", 1,
+                 "--video", videos / "pyfeat_single_face.mp4", "--yunet-model", yunet_model,
+                 "--json", tmp_path / "pipeline.json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads((tmp_path / "pipeline.json").read_text())
+    assert result["crops"] == 8 and result["bare_session_crops_per_s"] > 0 and result["fer_batch_crops_per_s"] > 0
+    assert result["video_frames"] > 0 and result["machine"]["cores"] >= 1
+    assert len(table_lines(res.stdout)) == 2 + 9
+
+
+def torch_flops(checkpoint) -> int:
+    """FLOPs of one image by torch's own counter, which the ONNX graph count must equal."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fer_export.model import load_checkpoint
+
+    model, spec = load_checkpoint(checkpoint)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, spec.channels, *spec.input_size))
+    return counter.get_total_flops()
+
+
+ZEN4 = {"cores": 2, "clock_mhz": 2600.0, "flags": ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"]}
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (ZEN4["flags"], {"fp32": 166.4, "bf16": 332.8, "int8": 665.6}),  # 2 x 2.6 GHz x 16 lanes x 2/4/8
+    (["avx2", "fma", "avx512f"], {"fp32": 166.4, "bf16": 166.4, "int8": None}),  # bf16 converted; int8 without VNNI
+    (["sse4_2"], {"fp32": None, "bf16": None, "int8": None}),
+])
+def test_peak_gflops(flags, expected):
+    got = {p: peak_gflops(ZEN4 | {"flags": flags}, p) for p in expected}
+    assert got == pytest.approx(expected)
+    assert peak_gflops(ZEN4, "fp32", cores=1) == pytest.approx(83.2)  # a 1-thread run is held to one core
+
+
+def test_markdown_table_is_well_formed():
+    text = markdown_table(["name", "x"], [["a", 1.5], ["bb", None]])
+    assert text.splitlines() == ["| name |   x |", "|------|----:|", "| a    | 1.5 |", "| bb   |   - |"]
