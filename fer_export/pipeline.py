@@ -79,6 +79,65 @@ class _Stop(Exception):
     pass
 
 
+def faces_in(image: np.ndarray, detector) -> tuple[list[Face], list[np.ndarray]]:
+    """The faces of a BGR (or gray) image and their gray crops; without a detector, the whole image."""
+    if detector is None:
+        return [Face(0, 0, image.shape[1], image.shape[0])], [to_gray(image)]
+    faces = detector.detect(image)
+    return faces, [crop_face(image, f) for f in faces]
+
+
+def read_image(path: str | Path, detector) -> tuple[np.ndarray, bool]:
+    """An image input as ``(pixels, whole)``: a face crop (or any image without a detector) is read
+    as gray and classified whole (``whole=True``); a picture is read as BGR for the detector."""
+    img = read_color(path)
+    if detector is None or is_face_crop(img):
+        return read_gray(path), True  # the seed's own decoding of a crop
+    return img, False
+
+
+def input_error(source: Source, exc: Exception) -> str:
+    """The ``error`` column for an input that raised ``exc``."""
+    return str(exc) if isinstance(exc, InputError) else f"{source.path}: {type(exc).__name__}: {exc}"
+
+
+def input_rows(source: Source, labels: Sequence[str], frames, error: str = "") -> list[list[str]]:
+    """The CSV rows of one input: ``frames`` yields ``(frame, t, faces, tracks, probs)`` per image or
+    sampled frame, in order; a frame without faces gets a ``no_face`` row; ``error`` adds an error row."""
+    rows = []
+    for frame, t, faces, tracks, probs in frames:
+        at = dict(source=source.name, kind=source.kind, labels=labels, frame=frame, t=t)
+        if not faces:
+            rows.append(make_row(**at, status="no_face"))
+        for j, (face, track) in enumerate(zip(faces, tracks)):
+            rows.append(make_row(**at, face=j, track=track, box=face.box, det_score=face.score, probs=probs[j]))
+    if error:
+        rows.append(make_row(source.name, source.kind, labels, status="error", error=error))
+    return rows
+
+
+def commit_inputs(writer: ResultsWriter, report: BatchReport, finished: Sequence[tuple[str, list]]) -> None:
+    """Write ``(source name, rows)`` of finished inputs (crash-safe) and count their statuses."""
+    entries = [(name, source_status(r[-2] for r in rows), rows) for name, rows in finished]
+    writer.commit(entries)
+    for name, status, rows in entries:
+        report.status[status] += 1
+        if status == "error":
+            report.failed.append((name, rows[-1][-1]))
+
+
+def start_report(cfg: BatchConfig, sources: list[Source], writer: ResultsWriter, provider: str,
+                 detector: str) -> tuple[BatchReport, list[tuple[int, Source]]]:
+    """A report counting the inputs an earlier run finished, and ``(index, source)`` of those left to do."""
+    report = BatchReport(Path(cfg.out), provider, detector, inputs=len(sources))
+    todo = [(i, s) for i, s in enumerate(sources) if s.name not in writer.done]
+    report.resumed = len(sources) - len(todo)
+    for s in sources:
+        if s.name in writer.done:
+            report.status[writer.done[s.name]] += 1
+    return report, todo
+
+
 def resolve_model(model: str | Path | None) -> Path:
     if model is not None:
         return Path(model)
@@ -105,24 +164,17 @@ class _Producer:
         except _Stop:
             pass
         except Exception as exc:  # one bad input never kills the run: OpenCV/PIL raise many types
-            error = str(exc) if isinstance(exc, InputError) else f"{source.path}: {type(exc).__name__}: {exc}"
             try:
-                self.put(_Done(i, error))
+                self.put(_Done(i, input_error(source, exc)))
             except _Stop:
                 pass
 
     def image(self, i: int, source: Source) -> None:
         t0 = time.perf_counter()
-        img = read_color(source.path)
-        if self.detector is None or is_face_crop(img):
-            gray = read_gray(source.path)  # the seed's own decoding of a crop
-            t1 = time.perf_counter()
-            self.emit(i, None, None, [Face(0, 0, img.shape[1], img.shape[0])], [None], [gray], t0, t1, t1)
-        else:
-            t1 = time.perf_counter()
-            faces = self.detector.detect(img)
-            t2 = time.perf_counter()
-            self.emit(i, None, None, faces, [None] * len(faces), [crop_face(img, f) for f in faces], t0, t1, t2)
+        img, whole = read_image(source.path, self.detector)
+        t1 = time.perf_counter()
+        faces, crops = faces_in(img, None if whole else self.detector)
+        self.emit(i, None, None, faces, [None] * len(faces), crops, t0, t1, time.perf_counter())
 
     def video(self, i: int, source: Source) -> None:
         tracker = IouTracker()
@@ -134,11 +186,7 @@ class _Producer:
                 return
             n, t, img = got
             t1 = time.perf_counter()
-            if self.detector is None:
-                faces, crops = [Face(0, 0, img.shape[1], img.shape[0])], [to_gray(img)]
-            else:
-                faces = self.detector.detect(img)
-                crops = [crop_face(img, f) for f in faces]
+            faces, crops = faces_in(img, self.detector)
             t2 = time.perf_counter()
             self.emit(i, n, t, faces, tracker.update([f.box for f in faces]), crops, t0, t1, t2)
 
@@ -206,28 +254,14 @@ class _Runner:
             if src.name not in self.writer.done:
                 if self.next not in self.waiting or self.next in busy:
                     break
-                rows = self.rows(self.next)
-                finished.append((src.name, source_status(r[-2] for r in rows), rows))
+                finished.append((src.name, self.rows(self.next)))
             self.next += 1
-        self.writer.commit(finished)
-        for name, status, rows in finished:
-            self.report.status[status] += 1
-            if status == "error":
-                self.report.failed.append((name, rows[-1][-1]))
+        commit_inputs(self.writer, self.report, finished)
         self.timings["write"] += time.perf_counter() - t0
 
     def rows(self, i: int) -> list[list[str]]:
-        src, labels = self.sources[i], self.clf.labels
-        rows = []
-        for it in self.items.pop(i, []):
-            at = dict(source=src.name, kind=src.kind, labels=labels, frame=it.frame, t=it.t)
-            if not it.faces:
-                rows.append(make_row(**at, status="no_face"))
-            for j, (face, track) in enumerate(zip(it.faces, it.tracks)):
-                rows.append(make_row(**at, face=j, track=track, box=face.box, det_score=face.score,
-                                     probs=it.probs[j]))
-        if self.errors.get(i):
-            rows.append(make_row(src.name, src.kind, labels, status="error", error=self.errors[i]))
+        frames = ((it.frame, it.t, it.faces, it.tracks, it.probs) for it in self.items.pop(i, []))
+        rows = input_rows(self.sources[i], self.clf.labels, frames, self.errors.get(i, ""))
         self.waiting.discard(i)
         return rows
 
@@ -250,12 +284,7 @@ def run_batch(cfg: BatchConfig, log: Callable[[str], None] = lambda s: None) -> 
     det_name = detector.name if detector else "none"
     log(f"model {clf.path} on {clf.provider}; detector {det_name}" + (f" ({detector.path})" if detector else ""))
     writer = ResultsWriter(cfg.out, columns(clf.labels), cfg.resume, cfg.overwrite)
-    report = BatchReport(Path(cfg.out), clf.provider, det_name, inputs=len(sources))
-    todo = [(i, s) for i, s in enumerate(sources) if s.name not in writer.done]
-    report.resumed = len(sources) - len(todo)
-    for s in sources:
-        if s.name in writer.done:
-            report.status[writer.done[s.name]] += 1
+    report, todo = start_report(cfg, sources, writer, clf.provider, det_name)
     bar = tqdm(total=sum(count_frames(s, sampler) for _, s in todo), unit="frame",
                disable=None if cfg.progress is None else not cfg.progress, smoothing=0.1, dynamic_ncols=True)
     q: queue.Queue = queue.Queue(maxsize=max(8, 2 * cfg.batch_size))
@@ -297,7 +326,7 @@ def run_batch(cfg: BatchConfig, log: Callable[[str], None] = lambda s: None) -> 
         writer.close()
         bar.close()
     report.timings = {k: round(v, 3) for k, v in runner.timings.items()}
-    _extras(cfg, report)
+    write_extras(cfg, report)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -321,7 +350,8 @@ def _start(produce: _Producer, todo: list[tuple[int, Source]], workers: int,
     return threads
 
 
-def _extras(cfg: BatchConfig, report: BatchReport) -> None:
+def write_extras(cfg: BatchConfig, report: BatchReport) -> None:
+    """The summary CSV, plots and annotated copies the options ask for, read back from the results CSV."""
     if cfg.summary:
         report.outputs.append(summarize(cfg.out, cfg.summary, report.detector))
     if cfg.plots:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..distributed import run_distributed
 from ..faces import DET_SIZES, DETECTORS, YUNET_ENV, yunet_cache_path
 from ..pipeline import BatchConfig, run_batch
 from ..runtime import PROVIDERS
@@ -17,6 +18,14 @@ else was written); 2 usage error (bad option, missing model, unavailable provide
 \b
 YuNet model file (never shipped): --yunet-model, ${YUNET_ENV}, or {yunet_cache_path()}.
 """
+
+
+def _local_cluster(ctx, param, value: str | None) -> str | None:
+    """--dask takes ``local`` or ``local:N``."""
+    name, colon, n = (value or "").partition(":")
+    if value is not None and (name != "local" or colon and not (n.isdigit() and int(n) >= 1)):
+        raise click.BadParameter(f"expected local or local:N (N >= 1 worker processes), got {value!r}")
+    return value
 
 
 @click.command(epilog=_EPILOG)
@@ -49,10 +58,16 @@ YuNet model file (never shipped): --yunet-model, ${YUNET_ENV}, or {yunet_cache_p
 @click.option("--plots", type=_path, help="Also write an emotion-over-time PNG per video here (needs matplotlib).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out, skipping finished inputs.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out (otherwise refused).")
+@click.option("--dask", "dask_cluster", metavar="local[:N]", callback=_local_cluster,
+              help="Run on a new local Dask cluster of N worker processes [default N: one per CPU] "
+                   "(needs fer-export[dask]). Same CSV as without it.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:8786). Inputs, model and "
+                   "YuNet file must be at the same paths on every worker.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar.  [default: on a terminal]")
 @library_errors
 def main(inputs, out, model, provider, batch_size, detector, yunet_model, det_threshold, det_size, min_face,
-         every_n, video_fps, workers, summary, annotate, plots, resume, overwrite, progress):
+         every_n, video_fps, workers, summary, annotate, plots, resume, overwrite, dask_cluster, scheduler, progress):
     """Classify the emotion of every face in INPUTS (images, videos, folders searched recursively).
 
     Writes one CSV row per face per image or video frame, a `no_face` row for an image or frame
@@ -63,6 +78,8 @@ def main(inputs, out, model, provider, batch_size, detector, yunet_model, det_th
         raise UserError("use either --every-n or --video-fps, not both")
     if resume and overwrite:
         raise UserError("use either --resume or --overwrite, not both")
+    if dask_cluster and scheduler:
+        raise UserError("use either --dask or --scheduler, not both")
     cfg = BatchConfig(inputs=inputs, out=out, model=model, provider=provider, batch_size=batch_size,
                       detector=detector, yunet_model=yunet_model, det_threshold=det_threshold,
                       det_sizes=tuple(det_size), min_face=min_face, every_n=every_n or 1, video_fps=video_fps,
@@ -70,7 +87,8 @@ def main(inputs, out, model, provider, batch_size, detector, yunet_model, det_th
                       progress=progress)
     if workers:
         cfg.workers = workers
-    report = run_batch(cfg, log=echo_err)
+    cluster = dask_cluster or scheduler
+    report = run_distributed(cfg, cluster, log=echo_err) if cluster else run_batch(cfg, log=echo_err)
     for line in report.lines():
         echo_err(line)
     exit_with(report.return_code)
