@@ -246,3 +246,21 @@ def write_json(path: str | Path, result: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def default_model(tmp: str | Path) -> Path:
+    """The model a benchmark runs when none is given: the bundled one, else (needs torch) a randomly
+    initialised seed-format ResNet18 at 224 px exported through fer-export's own parity gate."""
+    from fer_export.runtime import DEFAULT_MODEL
+
+    if DEFAULT_MODEL.is_file():
+        return DEFAULT_MODEL
+    import torch
+
+    from fer_export.export import export
+    from fer_export.model import build_model, save_checkpoint
+    from fer_export.spec import SEED_SPEC
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(Path(tmp) / "resnet18_224.pth", build_model(SEED_SPEC), SEED_SPEC)
+    return export("onnx", ckpt).path

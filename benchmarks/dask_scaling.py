@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import busy_warning, describe_machine, machine_info, markdown_table, write_json
+from common import busy_warning, default_model, describe_machine, machine_info, markdown_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -62,7 +62,7 @@ def compare(a: Path, b: Path) -> tuple[bool, float | None]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, help="exported ONNX model (default: export a 224x224 ResNet18)")
+    ap.add_argument("--model", type=Path, help="exported ONNX model (default: the bundled model, else a random 224 px ResNet18)")
     ap.add_argument("--crops", type=int, default=200, help="FER2013 val crops in the folder")
     ap.add_argument("--video", type=Path, default=DATA / "videos" / "faceanon_video.mp4")
     ap.add_argument("--every-n", type=int, default=2, help="use every n-th video frame")
@@ -74,12 +74,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fer-dask-bench-"))
     model = args.model
     if model is None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from onnx_models import build_onnx
-
-        from fer_export.spec import SEED_SPEC
-
-        model = build_onnx(tmp / "resnet18_224.onnx", SEED_SPEC)
+        model = default_model(tmp)
     folder = tmp / "inputs"
     folder.mkdir()
     for k, crop in enumerate(sorted((DATA / "fer2013" / "val").rglob("*.jpg"))[:args.crops]):

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import busy_warning, describe_machine, machine_info, markdown_table, write_json
+from common import busy_warning, default_model, describe_machine, machine_info, markdown_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -48,7 +48,7 @@ def fer_batch(inputs, out: Path, **kw):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, help="exported ONNX model (default: export a 224x224 ResNet18)")
+    ap.add_argument("--model", type=Path, help="exported ONNX model (default: the bundled model, else a random 224 px ResNet18)")
     ap.add_argument("--crops", type=int, default=128, help="FER2013 val crops to classify")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3, help="crop measurements, best of")
@@ -60,12 +60,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="fer-bench-"))
     model = args.model
     if model is None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from onnx_models import build_onnx
-
-        from fer_export.spec import SEED_SPEC
-
-        model = build_onnx(tmp / "resnet18_224.onnx", SEED_SPEC)
+        model = default_model(tmp)
     crops = sorted((DATA / "fer2013" / "val").rglob("*.jpg"))[:args.crops]
     bs = args.batch_size
 

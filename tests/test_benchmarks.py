@@ -12,7 +12,6 @@ import sys
 import pytest
 
 from conftest import ROOT
-from onnx_models import build_onnx
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import markdown_table, peak_gflops  # noqa: E402
@@ -62,8 +61,8 @@ def test_run_measures_every_backend_with_accuracy(tmp_path, tiny_ckpt, exported,
     assert "onnxruntime fp32 vs torch eager fp32 at batch 2" in res.stdout
 
 
-def test_run_on_onnx_gives_the_onnxruntime_rows(tmp_path, fer2013):
-    model = build_onnx(tmp_path / "tiny.onnx")
+def test_run_on_onnx_gives_the_onnxruntime_rows(tmp_path, fer2013, exported):
+    model = exported["onnx"]
     res = script("run.py", "--model", model, "--data", fer2013 / "val", "--quick", "--batch-sizes", 1,
                  "--limit-per-class", 1, "--threads", 1, "--out-dir", tmp_path / "bench")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -72,8 +71,8 @@ def test_run_on_onnx_gives_the_onnxruntime_rows(tmp_path, fer2013):
     assert all("needs a .pth" in r["note"] for r in rows if r["backend"].startswith("torch") and r["device"] == "cpu")
 
 
-def test_pipeline_smoke(tmp_path, fer2013, videos, yunet_model):
-    model = build_onnx(tmp_path / "tiny.onnx")
+def test_pipeline_smoke(tmp_path, fer2013, videos, yunet_model, exported):
+    model = exported["onnx"]
     res = script("pipeline.py", "--model", model, "--crops", 8, "--batch-size", 4, "--repeat", 1,
                  "--video", videos / "pyfeat_single_face.mp4", "--yunet-model", yunet_model,
                  "--json", tmp_path / "pipeline.json")
