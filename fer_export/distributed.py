@@ -42,7 +42,7 @@ from .pipeline import (BatchConfig, commit_inputs, faces_in, input_error, input_
                        start_report, write_extras)
 from .report import BatchReport, ResultsWriter, columns
 from .runtime import EmotionClassifier
-from .sources import FrameSampler, Source, collect_sources, count_frames, open_video
+from .sources import FrameSampler, Source, collect_sources, count_frames, decode_error, open_video
 from .tracking import IouTracker
 
 #: Consecutive image inputs per task.
@@ -243,15 +243,6 @@ def video_ranges(source: Source, sampler: FrameSampler,
     return list(zip(starts, [*starts[1:], None]))
 
 
-def _decode_error(source: Source, end: int, count: int) -> str:
-    """What :func:`~fer_export.sources.iter_frames` raises for a video that stopped at frame ``end``."""
-    if end == 0:
-        return f"{source.path}: no frame could be decoded (corrupt or unsupported codec)"
-    if count and end < count - 1:  # containers may round the count by one
-        return f"{source.path}: decoding stopped at frame {end} of {count}; the file is truncated or corrupt"
-    return ""
-
-
 def used_parts(ranges: list[tuple[int, int | None]], parts: list[TaskResult]) -> list[TaskResult]:
     """The results up to the range in which the video ended or failed; later ranges lie past its end."""
     for k, ((_, stop), part) in enumerate(zip(ranges, parts)):
@@ -269,7 +260,7 @@ def assemble_video(source: Source, parts: list[TaskResult]):
     """The frames ``(frame, t, faces, tracks, probs)`` of a video's used ranges in order, tracked, and
     its error (a failure inside a range, or decoding that stopped before the declared frame count)."""
     frames = [f for part in parts for f in part.inputs[0][0]]
-    error = parts[-1].inputs[0][1] or _decode_error(source, parts[-1].end, parts[0].count)
+    error = parts[-1].inputs[0][1] or decode_error(source.path, parts[-1].end, parts[0].count)
     tracker = IouTracker()
     return [(f.frame, f.t, f.faces, tracker.update([x.box for x in f.faces]), f.probs) for f in frames], error
 

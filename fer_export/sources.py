@@ -122,10 +122,19 @@ def iter_frames(path: str | Path, sampler: FrameSampler = FrameSampler()) -> Ite
             i += 1
     finally:
         cap.release()
-    if i == 0:
-        raise InputError(f"{path}: no frame could be decoded (corrupt or unsupported codec)")
-    if count and i < count - 1:  # containers may round the count by one
-        raise InputError(f"{path}: decoding stopped at frame {i} of {count}; the file is truncated or corrupt")
+    error = decode_error(path, i, count)
+    if error:
+        raise InputError(error)
+
+
+def decode_error(path: str | Path, decoded: int, count: int) -> str:
+    """The error for a video whose decoding stopped after ``decoded`` frames of the ``count`` its
+    container declares; empty when it reached the end."""
+    if decoded == 0:
+        return f"{path}: no frame could be decoded (corrupt or unsupported codec)"
+    if count and decoded < count - 1:  # containers may round the count by one
+        return f"{path}: decoding stopped at frame {decoded} of {count}; the file is truncated or corrupt"
+    return ""
 
 
 def count_frames(source: Source, sampler: FrameSampler) -> int:
