@@ -7,9 +7,8 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -146,20 +145,3 @@ class EmotionClassifier:
                 out[part] = self.run(np.stack([grays[i] for i in part])[:, None])
         return out
 
-    def predict_labels(self, faces: Iterable[np.ndarray]) -> list[tuple[str, float]]:
-        """Top-1 ``(label, probability)`` per crop."""
-        probs = self.predict(list(faces))
-        return [(self.labels[int(p.argmax())], float(p.max())) for p in probs]
-
-
-def describe(path: str | Path) -> dict:
-    """The embedded metadata of an exported ONNX model, JSON fields decoded."""
-    sess, _ = open_session(path, "cpu")
-    meta = read_metadata(sess, path)
-    out = {}
-    for k, v in meta.items():
-        try:
-            out[k] = json.loads(v)
-        except (TypeError, ValueError):
-            out[k] = v
-    return out
