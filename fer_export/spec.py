@@ -32,7 +32,7 @@ META_VERSION = "fer_export.version"
 META_SOURCE_SHA256 = "fer_export.source_sha256"
 META_PARITY = "fer_export.parity"
 META_INPUT = "fer_export.input"  # "normalized" (float N,C,H,W) or "uint8" (raw grayscale crops)
-META_TTA = "fer_export.tta"  # "none" or "hflip": what the exported graph averages over
+META_TTA = "fer_export.tta"  # "none", "hflip" or "tencrop": what the exported graph averages over
 META_PRECISION = "fer_export.precision"  # "fp32" or "int8" (static QDQ)
 
 

@@ -203,3 +203,35 @@ def test_flip_tta_is_built_into_the_graph(tiny_ckpt, tmp_path):
     np.testing.assert_allclose(got.logits(batch), got.logits(mirrored), atol=1e-4)
     np.testing.assert_allclose(got.logits(batch), (ref.logits(batch) + ref.logits(mirrored)) / 2, atol=1e-4)
     assert cli("verify", out, "--against", tiny_ckpt).exit_code == 0
+
+
+def test_tencrop_tta_is_built_into_the_graph(tiny_ckpt, tmp_path):
+    """--tta tencrop: the graph's logits are the mean over the four corner crops and the centre crop
+    (44 of 48 px, resized back) and their mirrors, computed here one view at a time; the ten views of
+    a mirrored image are the same ten views, so its output is the same."""
+    import torch
+    import torch.nn.functional as F
+
+    from fer_export.model import load_checkpoint
+    from fer_export.predictors import load_predictor
+    from fer_export.preprocess import preprocess
+
+    out = tmp_path / "tencrop.onnx"
+    result = cli("onnx", tiny_ckpt, "-o", out, "--tta", "tencrop")
+    assert result.exit_code == 0, result.output
+    assert open_artifact(out).metadata[META_TTA] == "tencrop"
+    got = load_predictor(out).logits
+    batch = np.random.default_rng(1).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    model, spec = load_checkpoint(tiny_ckpt)
+    x = torch.from_numpy(preprocess(list(batch), spec))
+    views = []
+    for top, left in [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]:
+        crop = F.interpolate(x[:, :, top:top + 44, left:left + 44], size=(48, 48), mode="bilinear", align_corners=False)
+        views += [crop, crop.flip(3)]
+    with torch.inference_mode():
+        ref = np.mean([model(v).numpy() for v in views], axis=0)
+        plain = model(x).numpy()
+    np.testing.assert_allclose(got(batch), ref, atol=1e-4)
+    assert not np.allclose(got(batch), plain, atol=1e-3)  # the views do change the answer
+    np.testing.assert_allclose(got(batch[:, :, ::-1].copy()), got(batch), atol=1e-4)
+    assert cli("verify", out, "--against", tiny_ckpt).exit_code == 0

@@ -11,14 +11,17 @@ from pathlib import Path
 
 import click
 
+from ..export import TTA_MODES
 from . import EXIT_FAILED, EXIT_OK, exit_with, library_errors
 
 _path = click.Path(path_type=Path)
 _data = click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
                      help="Folder of face images for the parity check (Kaggle layout or any images; "
                           "64 are sampled). Default: synthetic face-like images.")
-_tta = click.option("--tta", type=click.Choice(["none", "hflip"]), default="none", show_default=True,
-                    help="hflip: average the logits of each image and its mirror inside the graph (2x compute).")
+_tta = click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
+                    help="Average logits over views inside the graph. hflip: the image and its mirror (2x "
+                         "compute); tencrop: 4 corner crops and the centre crop (90%% of the side, resized "
+                         "back) and their mirrors (10x compute).")
 _json = click.option("--json", "json_out", type=_path, help="Also write the report as JSON to this file.")
 
 

@@ -59,8 +59,9 @@ class Artifact:
         return self.metadata.get(META_PRECISION, "fp32")
 
 
-#: What ``tta`` accepts: "none", or "hflip" (average over the image and its mirror, inside the graph).
-TTA_MODES = ("none", "hflip")
+#: What ``tta`` accepts: "none", "hflip" (average over the image and its mirror, inside the graph) or
+#: "tencrop" (four corner crops and the centre crop, and their mirrors; see ``preprocessing.ViewAverage``).
+TTA_MODES = ("none", "hflip", "tencrop")
 
 
 def build_metadata(spec: ModelSpec, source_sha256: str, *, input_format: str = INPUT_NORMALIZED,
@@ -192,12 +193,12 @@ def publish(fmt: str, tmp: Path, final: Path, metadata: dict[str, str], model, s
 def reference_model(checkpoint: str | Path, tta: str = "none"):
     """The PyTorch model an artifact of ``checkpoint`` must reproduce: ``(model, spec)``."""
     from ..model import load_checkpoint
-    from .preprocessing import FlipAverage
+    from .preprocessing import ViewAverage
 
     if tta not in TTA_MODES:
         raise ExportError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     model, spec = load_checkpoint(checkpoint)
-    return (FlipAverage(model).eval() if tta == "hflip" else model), spec
+    return (model if tta == "none" else ViewAverage(model, tta, spec.input_size).eval()), spec
 
 
 def export(fmt: str, checkpoint: str | Path, output: str | Path | None = None, *,
@@ -205,7 +206,8 @@ def export(fmt: str, checkpoint: str | Path, output: str | Path | None = None, *
     """Export ``checkpoint`` to ``fmt``, check parity against PyTorch and return the result.
 
     ``options`` go to the format's exporter (ONNX: ``opset``, ``batch``, ``with_preprocessing``).
-    ``tta="hflip"`` builds flip averaging into the graph (and into the reference it is checked against).
+    ``tta="hflip"`` or ``"tencrop"`` builds test-time augmentation into the graph (and into the
+    reference it is checked against).
     Raises :class:`ParityError` (``.report`` is the :class:`ExportResult`) when the artifact does
     not reproduce the model; the file is then at ``NAME.failed<suffix>``.
     """

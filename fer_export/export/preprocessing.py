@@ -30,15 +30,42 @@ class LogitsAndProbs(nn.Module):
         return logits, torch.softmax(logits, dim=1)
 
 
-class FlipAverage(nn.Module):
-    """Test-time augmentation in the graph: the mean of the logits of the image and its mirror."""
+#: Side of each ten-crop crop, as a fraction of the input's side (rounded to an even margin).
+TENCROP_SIDE = 0.9
 
-    def __init__(self, model: nn.Module):
+
+class ViewAverage(nn.Module):
+    """Test-time augmentation in the graph: the mean of the logits over fixed views of each image.
+
+    ``hflip``: the image and its mirror (2 views). ``tencrop``: the classic ten crops, i.e. the four
+    corner crops and the centre crop, each about :data:`TENCROP_SIDE` of the side (86 of 96 px) and
+    resized back to the input size (bilinear), and their mirrors (10 views). All views go through the
+    network as one batch of ``views x N`` images.
+    """
+
+    VIEWS = {"hflip": 2, "tencrop": 10}
+
+    def __init__(self, model: nn.Module, mode: str, size: tuple[int, int]):
         super().__init__()
-        self.model = model
+        if mode not in self.VIEWS:
+            raise ValueError(f"unknown TTA mode {mode!r}; expected one of {sorted(self.VIEWS)}")
+        self.model, self.mode, self.size = model, mode, tuple(size)
+
+    def crops(self) -> list[tuple[int, int, int, int]]:
+        """``(top, left, height, width)`` of the five ten-crop crops; the margins are even, so the
+        centre crop is exactly centred and the ten views of a mirrored image are the same ten views."""
+        (h, w), (mh, mw) = self.size, (2 * round(s * (1 - TENCROP_SIDE) / 2) for s in self.size)
+        return [(top, left, h - mh, w - mw) for top, left in ((0, 0), (0, mw), (mh, 0), (mh, mw), (mh // 2, mw // 2))]
+
+    def views(self, x):
+        if self.mode == "tencrop":
+            crops = torch.cat([x[:, :, top:top + ch, left:left + cw] for top, left, ch, cw in self.crops()])
+            x = F.interpolate(crops, size=self.size, mode="bilinear", align_corners=False)
+        return torch.cat([x, torch.flip(x, dims=[3])])
 
     def forward(self, x):
-        return (self.model(x) + self.model(torch.flip(x, dims=[3]))) / 2
+        logits = self.model(self.views(x))
+        return logits.reshape(self.VIEWS[self.mode], -1, logits.shape[1]).mean(0)
 
 
 class WithPreprocessing(LogitsAndProbs):
