@@ -210,6 +210,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         )
     model = build_model(spec, weights="none")
     expected = model.state_dict()
+    for k in expected:  # BatchNorm counters only matter to training; checkpoints from before torch 0.4.1 lack them
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = expected[k]
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:

@@ -46,6 +46,8 @@ SHAPES = {
     "dataparallel": lambda m: collections.OrderedDict(("module." + k, v) for k, v in m.state_dict().items()),
     "dataparallel_in_seed_dict": lambda m: {"model_state_dict": {"module." + k: v for k, v in m.state_dict().items()}},
     "compiled": lambda m: {"state_dict": {"_orig_mod." + k: v for k, v in m.state_dict().items()}},
+    "half": lambda m: {"model_state_dict": {k: v.half() if v.is_floating_point() else v for k, v in m.state_dict().items()}},
+    "no_bn_counters": lambda m: {k: v for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")},
 }
 
 
@@ -56,7 +58,8 @@ def test_loads_every_checkpoint_shape(tmp_path, seed, shape):
     model, spec = load_checkpoint(path)
     assert spec == SEED_SPEC
     assert not model.training
-    torch.testing.assert_close(outputs(model), outputs(seed), rtol=0, atol=0)
+    exact = shape != "half"  # fp16 weights are rounded copies of the seed's
+    torch.testing.assert_close(outputs(model), outputs(seed), rtol=0 if exact else 1e-2, atol=0 if exact else 1e-2)
 
 
 def test_plain_linear_head_is_accepted(tmp_path, seed):
