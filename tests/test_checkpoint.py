@@ -46,7 +46,8 @@ SHAPES = {
     "dataparallel": lambda m: collections.OrderedDict(("module." + k, v) for k, v in m.state_dict().items()),
     "dataparallel_in_seed_dict": lambda m: {"model_state_dict": {"module." + k: v for k, v in m.state_dict().items()}},
     "compiled": lambda m: {"state_dict": {"_orig_mod." + k: v for k, v in m.state_dict().items()}},
-    "half": lambda m: {"model_state_dict": {k: v.half() if v.is_floating_point() else v for k, v in m.state_dict().items()}},
+    "half": lambda m: {"model_state_dict": {k: v.half() if v.is_floating_point() else v
+                                            for k, v in m.state_dict().items()}},
     "no_bn_counters": lambda m: {k: v for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")},
 }
 
