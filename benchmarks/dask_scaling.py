@@ -37,12 +37,11 @@ def cluster_start_s(workers: int) -> float:
 
 def run(folder: Path, out: Path, cluster: str | None, **kw):
     """``(report, wall seconds)`` of one fer-batch run, locally or on ``cluster``."""
-    from fer_export.distributed import run_distributed
-    from fer_export.pipeline import BatchConfig, run_batch
+    from fer_export.batch import BatchConfig, run_batch
 
-    cfg = BatchConfig(inputs=[folder], out=out, provider="cpu", overwrite=True, progress=False, **kw)
+    cfg = BatchConfig.build([folder], out, provider="cpu", overwrite=True, progress=False, **kw)
     t0 = time.perf_counter()
-    report = run_distributed(cfg, cluster) if cluster else run_batch(cfg)
+    report = run_batch(cfg, cluster)
     return report, time.perf_counter() - t0
 
 
@@ -50,7 +49,7 @@ def compare(a: Path, b: Path) -> tuple[bool, float | None]:
     """Whether the CSVs have the same rows but for probabilities, and the largest probability difference."""
     import numpy as np
 
-    from fer_export.report import labels_of, read_results
+    from fer_export.batch.results import labels_of, read_results
 
     x, y = read_results(a), read_results(b)
     probs = [*labels_of(x), "confidence"]

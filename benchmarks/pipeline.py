@@ -39,10 +39,10 @@ def bare_session(model: Path, crops: list[Path], batch_size: int) -> float:
 
 
 def fer_batch(inputs, out: Path, **kw):
-    from fer_export.pipeline import BatchConfig, run_batch
+    from fer_export.batch import BatchConfig, run_batch
 
     t0 = time.perf_counter()
-    report = run_batch(BatchConfig(inputs=inputs, out=out, provider="cpu", overwrite=True, progress=False, **kw))
+    report = run_batch(BatchConfig.build(inputs, out, provider="cpu", overwrite=True, progress=False, **kw))
     return report, time.perf_counter() - t0
 
 

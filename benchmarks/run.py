@@ -157,7 +157,7 @@ def is_export_of(path: Path, source_sha256: str) -> bool:
 def quantize(fp32: Path, path: Path, calib: Path, calib_images: int | None) -> Path:
     """Static QDQ int8 copy of ``fp32`` with fer_export's quantiser, carrying the fp32 model's
     metadata marked ``int8`` (the benchmark measures its accuracy itself, so no accuracy gate)."""
-    from fer_export.export import META_PRECISION
+    from fer_export.spec import META_PRECISION
     from fer_export.export.onnx import stamp_onnx
     from fer_export.export.quantize import quantize_int8
     from fer_export.runtime import spec_from_metadata
@@ -179,9 +179,9 @@ def onnx_metadata(path: Path) -> dict[str, str]:
 def open_backend(job: dict):
     """A predictor (``.spec``, ``.logits(uint8 batch)``) for the job's backend."""
     if job["runtime"] == "onnxruntime":
-        from fer_export.predictors import OnnxPredictor
+        from fer_export.runtime import EmotionClassifier
 
-        return OnnxPredictor(job["path"], job["device"], job["threads"])
+        return EmotionClassifier(job["path"], job["device"], threads=job["threads"])
     import torch
 
     from fer_export.predictors import load_predictor

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .folders import labelled_images, resolve_split
 from .preprocess import read_gray, resize
+from .runtime import softmax
 
 REPORT_HEADERS = ("precision", "recall", "f1-score", "support")
 
@@ -106,12 +107,6 @@ class EvalResult:
         return json.dumps(self.to_dict(), indent=2)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(1, keepdims=True)).astype(np.float32)
-
-
 def evaluate(predictor, items: Sequence[tuple[Path, int]], batch_size: int = 64,
              progress: bool = False) -> EvalResult:
     """Run ``predictor`` (see :func:`fer_export.predictors.load_predictor`) over ``(path, label)`` items."""
@@ -120,7 +115,7 @@ def evaluate(predictor, items: Sequence[tuple[Path, int]], batch_size: int = 64,
     for start in tqdm(range(0, len(items), batch_size), desc="eval", unit="batch", disable=not progress):
         chunk = items[start:start + batch_size]
         batch = np.stack([resize(read_gray(p), spec.input_size, spec.resize) for p, _ in chunk])
-        probs.append(_softmax(np.asarray(predictor.logits(batch))))
+        probs.append(softmax(np.asarray(predictor.logits(batch))))
     return EvalResult(labels=tuple(spec.labels), y_true=np.array([c for _, c in items], dtype=np.int64),
                       probs=np.concatenate(probs) if probs else np.zeros((0, spec.num_classes), np.float32),
                       paths=[str(p) for p, _ in items], format=getattr(predictor, "format", ""))

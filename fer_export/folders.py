@@ -1,4 +1,5 @@
-"""Labelled image folders in Kaggle's FER2013 layout: ``ROOT/<label>/*.jpg`` (torch-free)."""
+"""Image folders (torch-free): labelled ones in Kaggle's FER2013 layout (``ROOT/<label>/*.jpg``), and
+seeded samples of any folder of images."""
 from __future__ import annotations
 
 import random
@@ -24,6 +25,11 @@ def labelled_images(root: str | Path, labels: Sequence[str], limit_per_class: in
     index = {name.lower(): i for i, name in enumerate(labels)}
     dirs = sorted(p for p in root.iterdir() if p.is_dir())
     unknown = [d.name for d in dirs if d.name.lower() not in index]
+    splits = [name for name in unknown if name.lower() in ("train", "test", "val", "validation")]
+    if splits:
+        pick = next((s for want in ("test", "val", "validation") for s in splits if s.lower() == want), splits[0])
+        raise InputError(f"{root}: holds the splits {splits}, not class folders; pick one, e.g. --split {pick} "
+                         f"(fer-eval) or {root / pick} (Kaggle's FER2013 download has train/ and test/)")
     if unknown:
         raise InputError(
             f"{root}: class folders {unknown} are not labels of this model {list(labels)}; "
@@ -39,6 +45,23 @@ def labelled_images(root: str | Path, labels: Sequence[str], limit_per_class: in
     if not items:
         raise InputError(f"{root}: no images found under {root}/<emotion>/ (extensions {IMAGE_EXTENSIONS})")
     return items
+
+
+def image_files(root: str | Path) -> list[Path]:
+    """Every image under ``root`` (a Kaggle-layout folder or any folder of images), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such image folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise InputError(f"{root}: no images found (extensions {IMAGE_EXTENSIONS})")
+    return files
+
+
+def sample_images(root: str | Path, n: int, seed: int = 0) -> list[Path]:
+    """A seeded sample of ``n`` image files under ``root`` (all of them when there are fewer), sorted."""
+    files = image_files(root)
+    return sorted(random.Random(seed).sample(files, min(n, len(files))))
 
 
 def resolve_split(data: str | Path, split: str) -> Path:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, SpecError
-from .spec import SEED_SPEC, ModelSpec
+from .spec import ARCHITECTURES, SEED_SPEC, ModelSpec
 
 #: What ``--weights`` accepts besides a path.
 WEIGHT_CHOICES = ("imagenet", "none")
@@ -38,8 +38,12 @@ def build_model(spec: ModelSpec = SEED_SPEC, weights: str = "none") -> nn.Module
 
     if weights not in WEIGHT_CHOICES:
         raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
-    if spec.arch not in ("resnet18", "resnet18_s1"):
+    if spec.arch not in ARCHITECTURES:
         raise SpecError(f"cannot build architecture {spec.arch!r}")
+    if spec.arch == "resnet18_half":
+        if weights == "imagenet":
+            raise SpecError("resnet18_half has no ImageNet weights (its layers are half as wide); use weights 'none'")
+        return _resnet18_half(spec)
     model = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1 if weights == "imagenet" else None)
     rgb = model.conv1.weight.data
     if spec.arch == "resnet18":
@@ -52,6 +56,29 @@ def build_model(spec: ModelSpec = SEED_SPEC, weights: str = "none") -> nn.Module
         if weights == "imagenet":
             model.conv1.weight.data = _adapt_stem(rgb[:, :, 2:5, 2:5], spec.channels)
     model.fc = nn.Sequential(nn.Dropout(0.5), nn.Linear(model.fc.in_features, spec.num_classes))
+    return model
+
+
+def _resnet18_half(spec: ModelSpec) -> nn.Module:
+    """ResNet18 with 32-64-128-256 channels, a 3x3 stride-1 stem and the max-pool; same module names as
+    torchvision's, so checkpoints, freezing and per-stage learning rates treat it like the others."""
+    from torchvision.models import resnet18
+    from torchvision.models.resnet import BasicBlock
+
+    model = resnet18()
+    widths = (32, 64, 128, 256)
+    model.inplanes = widths[0]
+    model.conv1 = nn.Conv2d(spec.channels, widths[0], kernel_size=3, stride=1, padding=1, bias=False)
+    model.bn1 = nn.BatchNorm2d(widths[0])
+    for i, width in enumerate(widths):
+        setattr(model, f"layer{i + 1}", model._make_layer(BasicBlock, width, 2, stride=1 if i == 0 else 2))
+    model.fc = nn.Sequential(nn.Dropout(0.5), nn.Linear(widths[-1], spec.num_classes))
+    for m in model.modules():  # torchvision's initialisation, which _make_layer's fresh modules lack
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
     return model
 
 

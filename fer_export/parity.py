@@ -18,17 +18,15 @@ tolerance is too wide for that.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 
-from .errors import InputError
-from .folders import IMAGE_EXTENSIONS
+from .folders import sample_images
 from .preprocess import preprocess, read_gray
-from .spec import ModelSpec
+from .spec import INPUT_UINT8, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -145,23 +143,6 @@ def _check(inputs: str, output: str, ref: np.ndarray, got: np.ndarray, tol: Tole
 
 # ---- inputs --------------------------------------------------------------------------------------
 
-def image_files(root: str | Path) -> list[Path]:
-    """Every image under ``root`` (a Kaggle-layout folder or any folder of images), sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"{root}: no such image folder")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not files:
-        raise InputError(f"{root}: no images found (extensions {IMAGE_EXTENSIONS})")
-    return files
-
-
-def sample_crops(root: str | Path, n: int = PARITY_FACES, seed: int = 0) -> list[np.ndarray]:
-    """A seeded sample of ``n`` images under ``root``, read as uint8 grayscale."""
-    files = image_files(root)
-    return [read_gray(p) for p in sorted(random.Random(seed).sample(files, min(n, len(files))))]
-
-
 def synthetic_faces(n: int = PARITY_FACES, size: tuple[int, int] = SYNTHETIC_SIZE, seed: int = 0) -> list[np.ndarray]:
     """Structured uint8 images with face-like content: a lit gradient, an ellipse face, eyes, a mouth."""
     import cv2
@@ -190,7 +171,7 @@ def synthetic_faces(n: int = PARITY_FACES, size: tuple[int, int] = SYNTHETIC_SIZ
 def crops(data: str | Path | None, n: int = PARITY_FACES, seed: int = 0) -> tuple[str, list[np.ndarray]]:
     """``(name, crops)``: real images from ``data`` when given, else synthetic faces."""
     if data is not None:
-        return "faces", sample_crops(data, n, seed)
+        return "faces", [read_gray(p) for p in sample_images(data, n, seed)]
     return "synthetic", synthetic_faces(n, seed=seed)
 
 
@@ -202,7 +183,7 @@ def input_sets(spec: ModelSpec, input_format: str, data: str | Path | None = Non
     one set per crop size: the sampled crops plus synthetic crops smaller and larger than the input.
     """
     name, faces = crops(data, seed=seed)
-    if input_format == "uint8":
+    if input_format == INPUT_UINT8:
         h, w = spec.input_size
         faces = faces + synthetic_faces(8, (h // 2 + 3, w // 2 + 1), seed) + synthetic_faces(8, (2 * h + 7, 2 * w + 3), seed)
         groups: dict[tuple[int, int], list[np.ndarray]] = {}
@@ -227,7 +208,7 @@ def torch_reference(model, spec: ModelSpec, input_format: str) -> Runner:
     import torch
 
     def run(batch: np.ndarray) -> dict[str, np.ndarray]:
-        x = preprocess(list(batch[:, 0]), spec) if input_format == "uint8" else batch
+        x = preprocess(list(batch[:, 0]), spec) if input_format == INPUT_UINT8 else batch
         with torch.inference_mode():
             logits = model(torch.from_numpy(np.ascontiguousarray(x)))
         return {"logits": logits.numpy(), "probs": torch.softmax(logits, 1).numpy()}
@@ -238,60 +219,11 @@ def torch_reference(model, spec: ModelSpec, input_format: str) -> Runner:
 def tolerance_for(artifact) -> Tolerance:
     if artifact.precision == "int8":
         return INT8
-    return PREPROCESSING if artifact.input_format == "uint8" else FP32
+    return PREPROCESSING if artifact.input_format == INPUT_UINT8 else FP32
 
 
 def check_model(model, spec: ModelSpec, artifact, data: str | Path | None = None) -> ParityReport:
-    """Parity of an opened artifact (:class:`fer_export.export.Artifact`) against the eager model."""
+    """Parity of an opened artifact (:class:`fer_export.export.artifact.Artifact`) against the eager model."""
     sets = input_sets(spec, artifact.input_format, data, batch=artifact.batch)
     return compare(torch_reference(model.eval(), spec, artifact.input_format), artifact.run, sets,
                    tolerance_for(artifact))
-
-
-@dataclass
-class VerifyReport:
-    """``fer-export verify``: does this artifact belong to this checkpoint?"""
-
-    artifact: str
-    checkpoint: str
-    spec_differences: list[str]  # "field: artifact X, checkpoint Y"
-    source_sha256_match: bool
-    parity: ParityReport | None  # None when the specs differ (the inputs would not even fit)
-
-    @property
-    def passed(self) -> bool:
-        return not self.spec_differences and self.parity is not None and self.parity.passed
-
-    @property
-    def return_code(self) -> int:
-        return 0 if self.passed else 1
-
-    def to_dict(self) -> dict:
-        return {"artifact": self.artifact, "checkpoint": self.checkpoint, "passed": self.passed,
-                "spec_differences": self.spec_differences, "source_sha256_match": self.source_sha256_match,
-                "parity": self.parity.to_dict() if self.parity else None}
-
-    def summary(self) -> str:
-        lines = [f"verify {self.artifact} against {self.checkpoint}: {'passed' if self.passed else 'FAILED'}",
-                 "  spec: " + ("matches" if not self.spec_differences else "DIFFERS: " + "; ".join(self.spec_differences)),
-                 "  source sha256: " + ("matches the checkpoint" if self.source_sha256_match else
-                                        "differs (exported from another file; parity decides whether the weights match)")]
-        if self.parity:
-            lines.append(self.parity.summary())
-        return "\n".join(lines)
-
-
-def verify(artifact_path: str | Path, checkpoint: str | Path, data: str | Path | None = None) -> VerifyReport:
-    """Re-run the export parity check of an artifact against a checkpoint, and compare contracts."""
-    from .export import open_artifact, reference_model
-    from .model import sha256_file
-    from .spec import META_SOURCE_SHA256, META_TTA
-
-    artifact = open_artifact(artifact_path)
-    model, spec = reference_model(checkpoint, artifact.metadata.get(META_TTA, "none"))
-    theirs, ours = artifact.spec.to_dict(), spec.to_dict()
-    differences = [f"{k}: artifact {theirs.get(k)!r}, checkpoint {ours.get(k)!r}"
-                   for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
-    sha_match = artifact.metadata.get(META_SOURCE_SHA256) == sha256_file(checkpoint)
-    parity = None if differences else check_model(model, spec, artifact, data)
-    return VerifyReport(str(artifact_path), str(checkpoint), differences, sha_match, parity)

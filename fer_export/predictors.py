@@ -1,8 +1,8 @@
 """One interface over every model format, so evaluation and benchmarks run one code path.
 
 ``load_predictor(path)`` returns an object with ``.spec``, ``.format`` and ``.logits(batch)``,
-where ``batch`` is uint8 (N, H, W) already resized to ``spec.input_size``. ``.onnx`` needs only
-onnxruntime; ``.pth`` and ``.pt`` need torch.
+where ``batch`` is uint8 (N, H, W) already resized to ``spec.input_size``. ``.onnx`` files open as
+:class:`~fer_export.runtime.EmotionClassifier` and need only onnxruntime; ``.pth`` and ``.pt`` need torch.
 """
 from __future__ import annotations
 
@@ -13,28 +13,10 @@ import numpy as np
 
 from .errors import ArtifactError
 from .preprocess import normalize
-from .spec import META_INPUT, META_SPEC, ModelSpec
+from .spec import META_SPEC, ModelSpec
 
-FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".pth": "checkpoint", ".ckpt": "checkpoint"}
-
-
-class OnnxPredictor:
-    format = "onnx"
-
-    def __init__(self, path, provider: str = "cpu", threads: int | None = None):
-        from .runtime import open_session, read_metadata, spec_from_metadata
-
-        self.session, self.provider = open_session(path, provider, threads)
-        self.metadata = read_metadata(self.session, path)
-        self.spec = spec_from_metadata(self.metadata, path)
-        self.raw = self.metadata.get(META_INPUT, "normalized") == "uint8"
-        self._input = self.session.get_inputs()[0].name
-        names = [o.name for o in self.session.get_outputs()]
-        self._output = "logits" if "logits" in names else names[0]
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        x = batch[:, None] if self.raw else normalize(batch, self.spec)
-        return self.session.run([self._output], {self._input: x})[0]
+#: Model file suffixes and the format each one is read as.
+MODEL_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pth": "checkpoint", ".ckpt": "checkpoint"}
 
 
 class TorchPredictor:
@@ -76,11 +58,13 @@ def load_torchscript(path: str | Path, keys: Sequence[str] = (META_SPEC,)):
 def load_predictor(path: str | Path, provider: str = "cpu", bf16: bool = False):
     """Open any supported model file for evaluation: ``.onnx``, ``.pt`` (TorchScript) or ``.pth``."""
     path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
+    fmt = MODEL_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
-        raise ArtifactError(f"{path}: unknown model format {path.suffix!r}; expected one of {sorted(FORMATS)}")
+        raise ArtifactError(f"{path}: unknown model format {path.suffix!r}; expected one of {sorted(MODEL_SUFFIXES)}")
     if fmt == "onnx":
-        return OnnxPredictor(path, provider)
+        from .runtime import EmotionClassifier
+
+        return EmotionClassifier(path, provider)
     if fmt == "torchscript":
         module, spec, _ = load_torchscript(path)
         return TorchPredictor(module, spec, fmt, bf16)

@@ -12,23 +12,23 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ArtifactError, ProviderError
+from .errors import ArtifactError, InputError, ProviderError
 from .preprocess import normalize, resize_batch, to_gray
-from .spec import META_INPUT, META_SPEC, ModelSpec
+from .spec import INPUT_NORMALIZED, INPUT_UINT8, META_INPUT, META_SPEC, ModelSpec
 
 PROVIDERS = ("auto", "cpu", "cuda")
 _ORT = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 DEFAULT_MODEL = Path(__file__).parent / "models" / "fer2013_resnet18.onnx"
+#: Crops per onnxruntime call.
+DEFAULT_BATCH_SIZE = 32
 
 
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
-
-
-def open_session(path: str | Path, provider: str = "auto", threads: int | None = None):
+def open_session(path: str | Path, provider: str = "auto", threads: int | None = None, spin: bool = True):
     """Create an onnxruntime session on the requested provider. Returns ``(session, provider)``.
+
+    ``spin=False``: idle intra-op threads sleep instead of busy-waiting for the next operator. For
+    callers that run other CPU work beside the session (the batch runners' decoding and face
+    detection), spinning threads take the cores that work needs.
 
     ``cuda`` when CUDA is not usable raises :class:`ProviderError`: onnxruntime itself would log an
     error and quietly run on the CPU, which is exactly what a user asking for CUDA must not get.
@@ -45,12 +45,14 @@ def open_session(path: str | Path, provider: str = "auto", threads: int | None =
     opts.log_severity_level = 3  # errors are raised, not logged
     if threads:
         opts.intra_op_num_threads = threads
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     have_cuda = _ORT["cuda"] in ort.get_available_providers()
     if provider == "cuda" and not have_cuda:
         raise ProviderError(
             "CUDA was requested but this onnxruntime has no CUDAExecutionProvider "
-            f"(available: {ort.get_available_providers()}). Install the GPU build in a fresh environment: "
-            "pip uninstall onnxruntime && pip install 'fer-export[gpu]', or use --provider cpu"
+            f"(available: {ort.get_available_providers()}). Replace it with the GPU build: "
+            "pip uninstall -y onnxruntime && pip install --no-deps onnxruntime-gpu; or use --provider cpu"
         )
     wanted = ["cuda", "cpu"] if provider == "cuda" or (provider == "auto" and have_cuda) else ["cpu"]
     try:
@@ -80,20 +82,25 @@ def spec_from_metadata(meta: dict[str, str], path: str | Path = "<model>") -> Mo
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """Row-wise softmax, computed in float64, returned as float32."""
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 class EmotionClassifier:
     """Classify grayscale (or BGR) face crops of any size with an exported ONNX model.
 
     Everything — labels, input size, normalisation, resize method — comes from the model's
-    embedded metadata. ``model=None`` uses the model bundled with the package.
+    embedded metadata. ``model=None`` uses the model bundled with the package. This is the one
+    onnxruntime wrapper of the toolkit: the batch runner and evaluation use it too. ``threads`` and
+    ``spin`` go to :func:`open_session`.
     """
 
+    format = "onnx"
+
     def __init__(self, model: str | Path | None = None, provider: str = "auto",
-                 batch_size: int = 32, threads: int | None = None):
+                 batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None, spin: bool = True):
         path = Path(model) if model is not None else DEFAULT_MODEL
         if model is None and not path.is_file():
             raise ArtifactError(
@@ -101,47 +108,102 @@ class EmotionClassifier:
                 f"exported with `fer-export onnx`"
             )
         self.path = path
-        self.session, self.provider = open_session(path, provider, threads)
+        self.session, self.provider = open_session(path, provider, threads, spin)
         self.metadata = read_metadata(self.session, path)
         self.spec = spec_from_metadata(self.metadata, path)
-        self.input_format = self.metadata.get(META_INPUT, "normalized")
+        self.input_format = self.metadata.get(META_INPUT, INPUT_NORMALIZED)
         self.batch_size = max(1, int(batch_size))
         self._input = self.session.get_inputs()[0].name
         outputs = [o.name for o in self.session.get_outputs()]
-        self._output = "probs" if "probs" in outputs else outputs[0]
-        self._softmax = self._output != "probs"
+        self._probs = "probs" if "probs" in outputs else None
+        self._logits = "logits" if "logits" in outputs else outputs[0]
+        problems = self._shape_problems()
+        if problems:
+            raise ArtifactError(f"{path}: the graph does not fit its own metadata: {'; '.join(problems)}; "
+                                "re-export it with `fer-export onnx`")
+
+    def _shape_problems(self) -> list[str]:
+        """Where the graph's declared input and output shapes contradict the embedded spec."""
+        spec, problems = self.spec, []
+        inputs = self.session.get_inputs()
+        shape = inputs[0].shape
+        if len(inputs) != 1 or len(shape) != 4:
+            return [f"expected one input of shape (N, C, H, W), found {[(i.name, i.shape) for i in inputs]}"]
+        want = (1, None, None) if self.raw else (spec.channels, *spec.input_size)
+        for axis, got, expected in zip("CHW", shape[1:], want):
+            if isinstance(got, int) and expected is not None and got != expected:
+                problems.append(f"input {axis} is {got}, the spec says {expected}")
+        for o in self.session.get_outputs():
+            if o.name in (self._probs, self._logits) and len(o.shape) == 2 and isinstance(o.shape[1], int) \
+                    and o.shape[1] != spec.num_classes:
+                problems.append(f"output {o.name!r} has {o.shape[1]} classes, the spec has {spec.num_classes} labels")
+        return problems
 
     @property
     def labels(self) -> tuple[str, ...]:
         return self.spec.labels
 
+    @property
+    def raw(self) -> bool:
+        """Whether the graph takes uint8 crops and resizes and normalises inside."""
+        return self.input_format == INPUT_UINT8
+
     def __repr__(self) -> str:
         return f"EmotionClassifier({str(self.path)!r}, provider={self.provider!r}, labels={self.labels})"
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run one already-prepared batch (what the graph's input expects); return probabilities."""
-        out = self.session.run([self._output], {self._input: batch})[0]
-        return softmax(out) if self._softmax else out
+        """Probabilities for an already-prepared graph input (see :meth:`prepare`), ``batch_size`` rows a call."""
+        chunks = [self._probabilities(batch[i:i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.spec.num_classes), np.float32)
+
+    def _probabilities(self, x: np.ndarray) -> np.ndarray:
+        out = self._run(self._probs or self._logits, x)
+        return out if self._probs else softmax(out)
+
+    def _run(self, output: str, x: np.ndarray) -> np.ndarray:
+        try:
+            out = self.session.run([output], {self._input: x})[0]
+        except Exception as exc:  # onnxruntime raises its own InvalidArgument/Fail/... types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"{self.path}: onnxruntime could not run this model on a {x.shape} input: {first}") from exc
+        if out.ndim != 2 or out.shape != (len(x), self.spec.num_classes):
+            raise ArtifactError(f"{self.path}: output {output!r} has shape {out.shape} for {len(x)} inputs, but the "
+                                f"model's metadata lists {self.spec.num_classes} labels; re-export it with `fer-export onnx`")
+        return out
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for uint8 crops (N, H, W) already resized to ``spec.input_size`` (evaluation's interface)."""
+        x = batch[:, None] if self.raw else normalize(batch, self.spec)
+        return self._run(self._logits, x)
+
+    def prepare(self, faces: Sequence[np.ndarray]):
+        """What the graph takes for these crops: float (N, C, H, W), resized and normalised as the spec
+        says; for graphs with preprocessing inside, the gray crops themselves (a list, any sizes)."""
+        if self.raw:
+            return [to_gray(f) for f in faces]
+        return normalize(resize_batch(faces, self.spec), self.spec)
 
     def predict(self, faces: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """uint8 face crops (HxW gray or HxWx3 BGR, any size) -> float32 probabilities (N, classes)."""
         faces = list(faces)  # a list of crops, or an (N, H, W) array of equal-size crops
+        for i, face in enumerate(faces):
+            if not isinstance(face, np.ndarray) or face.dtype != np.uint8 or face.ndim not in (2, 3) or 0 in face.shape:
+                what = "None" if face is None else f"{type(face).__name__} {getattr(face, 'dtype', '')} {getattr(face, 'shape', '')}"
+                raise InputError(f"face {i} is {what}, not a uint8 image (H x W or H x W x 3); cv2.imread returns None "
+                                 "for a missing or unreadable file: check that path")
         if not faces:
             return np.zeros((0, self.spec.num_classes), dtype=np.float32)
-        if self.input_format == "uint8":
-            return self._predict_raw(faces)
-        chunks = [self.run(normalize(resize_batch(faces[i:i + self.batch_size], self.spec), self.spec))
-                  for i in range(0, len(faces), self.batch_size)]
-        return np.concatenate(chunks).astype(np.float32)
+        if self.raw:
+            return self.predict_prepared(self.prepare(faces))
+        return np.concatenate([self.run(self.prepare(faces[i:i + self.batch_size]))
+                               for i in range(0, len(faces), self.batch_size)]).astype(np.float32)
 
-    def _predict_raw(self, faces: list[np.ndarray]) -> np.ndarray:
-        """Models exported with preprocessing inside take uint8 (N, 1, H, W); batch equal sizes."""
-        grays = [to_gray(f) for f in faces]
-        out = np.zeros((len(grays), self.spec.num_classes), dtype=np.float32)
-        for shape in {g.shape for g in grays}:
-            idx = [i for i, g in enumerate(grays) if g.shape == shape]
-            for j in range(0, len(idx), self.batch_size):
-                part = idx[j:j + self.batch_size]
-                out[part] = self.run(np.stack([grays[i] for i in part])[:, None])
+    def predict_prepared(self, prepared) -> np.ndarray:
+        """Probabilities for the output of :meth:`prepare` (or several of them concatenated)."""
+        if not self.raw:
+            return self.run(prepared)
+        out = np.zeros((len(prepared), self.spec.num_classes), dtype=np.float32)
+        for shape in {g.shape for g in prepared}:  # the graph takes one crop size per call
+            idx = [i for i, g in enumerate(prepared) if g.shape == shape]
+            out[idx] = self.run(np.stack([prepared[i] for i in idx])[:, None])
         return out
-

@@ -22,18 +22,51 @@ RESIZE_METHODS = ("pil_bilinear",)
 #: Architectures :mod:`fer_export.model` can build.
 #: ``resnet18``: torchvision ResNet18, 1-channel 7x7 stride-2 stem (the seed recipe).
 #: ``resnet18_s1``: the same network with a 3x3 stride-1 stem and no max-pool, for 40-64 px inputs.
-ARCHITECTURES = ("resnet18", "resnet18_s1")
+#: ``resnet18_half``: every stage at half width (32-64-128-256 channels) and a 3x3 stride-1 stem followed by
+#: the max-pool: at 48 px its layer1 works at 24x24 as the seed stem's does at 96 px, for a quarter of the FLOPs.
+ARCHITECTURES = ("resnet18", "resnet18_s1", "resnet18_half")
 
 SPEC_VERSION = 1
+
+#: What an exported graph takes (``META_INPUT``): ``normalized`` float32 (N, C, H, W) at the spec's
+#: input size, or ``uint8`` raw grayscale crops (N, 1, H, W) of any size, resized and normalised inside.
+INPUT_NORMALIZED, INPUT_UINT8 = "normalized", "uint8"
+INPUT_FORMATS = (INPUT_NORMALIZED, INPUT_UINT8)
 
 #: Keys under which artifacts store metadata (ONNX ``metadata_props`` and TorchScript extra files).
 META_SPEC = "fer_export.spec"
 META_VERSION = "fer_export.version"
 META_SOURCE_SHA256 = "fer_export.source_sha256"
 META_PARITY = "fer_export.parity"
-META_INPUT = "fer_export.input"  # "normalized" (float N,C,H,W) or "uint8" (raw grayscale crops)
+META_INPUT = "fer_export.input"  # one of INPUT_FORMATS
 META_TTA = "fer_export.tta"  # "none", "hflip" or "tencrop": what the exported graph averages over
 META_PRECISION = "fer_export.precision"  # "fp32" or "int8" (static QDQ)
+
+
+#: The five face landmarks YuNet gives, in its order: the subject's right eye, left eye, nose tip,
+#: right and left mouth corners (for a frontal face, the right ones are on the image's left).
+LANDMARKS = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where the face sat in the crops a model was trained on, so that a detected face is cropped alike.
+
+    A face with landmarks is warped by the similarity that takes its landmarks nearest to
+    ``landmarks``; a face box without them (Haar) gives the square ``box`` describes.
+    """
+
+    landmarks: tuple[float, ...]  # mean x, y of each of LANDMARKS in a training crop, as fractions of its side
+    box: tuple[float, float, float]  # (dx, dy, scale): crop centre = box centre + (dx, dy) * box side; side = scale * box side
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Framing":
+        if not isinstance(data, Mapping) or set(data) != {"landmarks", "box"}:
+            raise SpecError(f"a framing needs exactly the fields 'landmarks' and 'box', got {data!r}")
+        try:
+            return cls(tuple(float(v) for v in data["landmarks"]), tuple(float(v) for v in data["box"]))
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"malformed framing {dict(data)!r}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -48,6 +81,7 @@ class ModelSpec:
     std: tuple[float, ...] = (0.229,)  # per-channel std divided by after subtracting the mean
     resize: str = "pil_bilinear"  # how a face crop is resized to input_size, one of RESIZE_METHODS
     version: int = field(default=SPEC_VERSION)  # spec format version
+    framing: Framing | None = None  # how training crops framed the face; None = a square around the detector's box
 
     def __post_init__(self):
         problems = _problems(self)
@@ -64,6 +98,10 @@ class ModelSpec:
         d["input_size"] = list(self.input_size)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        if self.framing is None:  # a spec without one reads and hashes as before framings existed
+            del d["framing"]
+        else:
+            d["framing"] = {"landmarks": list(self.framing.landmarks), "box": list(self.framing.box)}
         return d
 
     def to_json(self) -> str:
@@ -92,6 +130,8 @@ class ModelSpec:
             for key in ("mean", "std"):
                 if key in kw:
                     kw[key] = tuple(float(v) for v in kw[key])
+            if kw.get("framing") is not None and not isinstance(kw["framing"], Framing):
+                kw["framing"] = Framing.from_dict(kw["framing"])
         except (TypeError, ValueError) as exc:
             raise SpecError(f"malformed model spec {dict(data)!r}: {exc}") from exc
         return cls(**kw)
@@ -126,6 +166,14 @@ def _problems(spec: ModelSpec) -> list[str]:
         p.append(f"std must be positive, got {spec.std!r}")
     if spec.resize not in RESIZE_METHODS:
         p.append(f"resize {spec.resize!r} is not one of {RESIZE_METHODS}")
+    if spec.framing is not None:
+        f = spec.framing
+        if not isinstance(f, Framing):
+            p.append(f"framing must be a Framing, got {type(f).__name__}")
+        elif len(f.landmarks) != 2 * len(LANDMARKS) or not all(-1 <= v <= 2 for v in f.landmarks):
+            p.append(f"framing landmarks must be {2 * len(LANDMARKS)} fractions of the crop side, got {f.landmarks!r}")
+        elif len(f.box) != 3 or not f.box[2] > 0:
+            p.append(f"framing box must be (dx, dy, scale > 0), got {f.box!r}")
     return p
 
 

@@ -17,9 +17,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import BLOCK_TORCH, ROOT
+from fer_export.batch import BatchConfig, WorkConfig
+from fer_export.batch.results import columns, journal_path, read_results
 from fer_export.cli.batch import main
+from fer_export.errors import InputError
 from fer_export.preprocess import read_gray
-from fer_export.report import columns, journal_path, read_results
 from fer_export.runtime import EmotionClassifier
 from fer_export.spec import FER2013_LABELS
 from test_sources import write_avi
@@ -129,13 +131,81 @@ def test_detector_none_matches_the_classifier(tmp_path, tiny_model, fer2013):
         np.testing.assert_allclose(df[list(FER2013_LABELS)].to_numpy(), expected, atol=2e-6)
 
 
+def test_uint8_model_with_preprocessing_inside(tmp_path, tiny_ckpt, tiny_model, fer2013, photos, yunet_model):
+    """A --with-preprocessing graph (raw uint8 crops of any size) runs through fer-batch: crops of
+    different sizes in one batch, and faces found in photos; the same emotions as the float graph."""
+    from fer_export.cli.export import main as fer_export
+
+    raw_model = tmp_path / "raw.onnx"
+    res = CliRunner().invoke(fer_export, ["onnx", str(tiny_ckpt), "-o", str(raw_model), "--with-preprocessing"])
+    assert res.exit_code == 0, res.output
+    crops = fer_crops(fer2013, 2)
+    big = tmp_path / "big.png"  # a 60x60 crop: another size in the same batch, still classified whole
+    cv2.imwrite(str(big), cv2.resize(read_gray(crops[0]), (60, 60)))
+    inputs = [*crops, big, photos / "fr_two_people.jpg"]
+    for name, model in (("raw", raw_model), ("float", tiny_model)):
+        res = batch(*inputs, "--out", tmp_path / f"{name}.csv", "--model", model, "--yunet-model", yunet_model,
+                    "--batch-size", 4)
+        assert res.exit_code == 0, res.output
+    raw, flt = read_results(tmp_path / "raw.csv"), read_results(tmp_path / "float.csv")
+    check_rows(raw)
+    pd.testing.assert_frame_equal(raw[["source", "face", "x", "y", "w", "h"]], flt[["source", "face", "x", "y", "w", "h"]])
+    assert len(raw[raw.source == str(photos / "fr_two_people.jpg")]) >= 2
+    expected = EmotionClassifier(raw_model, "cpu").predict([read_gray(p) for p in crops])
+    np.testing.assert_allclose(raw[list(FER2013_LABELS)].to_numpy()[:len(crops)], expected, atol=2e-6)
+    np.testing.assert_allclose(raw[list(FER2013_LABELS)].to_numpy(), flt[list(FER2013_LABELS)].to_numpy(), atol=0.02)
+
+
+def test_video_fps_end_to_end(tmp_path, tiny_model, videos, yunet_model):
+    out = tmp_path / "r.csv"
+    res = batch(videos / "pyfeat_single_face.mp4", "--out", out, "--model", tiny_model, "--yunet-model",
+                yunet_model, "--video-fps", 4)
+    assert res.exit_code == 0, res.output
+    df = read_results(out)
+    assert list(df.frame) == [0, 8, 15, 23, 30, 38, 45, 53, 60, 68]  # 30 fps video, 4 frames a second: 7.5 apart
+    np.testing.assert_allclose(df.timestamp_s, df.frame / 30, atol=1e-3)
+    assert (df.status == "ok").all() and (df.track == 0).all()
+
+
+def test_max_faces_keeps_the_largest(tmp_path, tiny_model, photos, yunet_model):
+    args = [photos / "pyfeat_multi_face.jpg", "--model", tiny_model, "--yunet-model", yunet_model]
+    assert batch(*args, "--out", tmp_path / "all.csv").exit_code == 0
+    assert batch(*args, "--out", tmp_path / "two.csv", "--max-faces", 2).exit_code == 0
+    every, two = read_results(tmp_path / "all.csv"), read_results(tmp_path / "two.csv")
+    largest = every.assign(area=every.w * every.h).nlargest(2, "area").sort_values(["x", "y"])
+    assert len(every) > 2 and list(two.face) == [0, 1]
+    np.testing.assert_array_equal(two[["x", "y", "w", "h"]], largest[["x", "y", "w", "h"]])
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(resume=True, overwrite=True), "not both"),
+    (dict(every_n=2, video_fps=5.0), "not both"),
+    (dict(batch_size=0), "batch size"),
+    (dict(max_faces=0), "max faces"),
+    (dict(detector="dlib"), "detector must be one of"),
+    (dict(det_sizes=(32,)), "at least 64 px"),
+])
+def test_config_rules_hold_for_library_callers(options, message):
+    with pytest.raises(InputError, match=message):
+        BatchConfig.build(["x.jpg"], "r.csv", **options)
+
+
+def test_config_is_frozen_and_hashable():
+    cfg = BatchConfig.build(["in"], "r.csv", detector="haar", det_sizes=[640, 1280], yunet_model=Path("y.onnx"))
+    assert cfg.work == WorkConfig(detector="haar", det_sizes=(640, 1280), yunet_model="y.onnx")
+    assert hash(cfg.work) == hash(WorkConfig(detector="haar", det_sizes=(640, 1280), yunet_model="y.onnx"))
+    with pytest.raises(AttributeError):
+        cfg.work.detector = "none"
+
+
 def _kill_and_cut(out: Path, keep: int, cut_bytes: int) -> None:
     """Leave ``out`` as a kill -9 would: ``keep`` inputs journalled, a half-written row, a half journal line."""
     journal = journal_path(out)
-    lines = journal.read_bytes().splitlines(keepends=True)
+    head, *lines = journal.read_bytes().splitlines(keepends=True)  # the first line records the run's settings
+    assert b'"run"' in head
     end = json.loads(lines[keep - 1])["end"]
     out.write_bytes(out.read_bytes()[:end + cut_bytes])
-    journal.write_bytes(b"".join(lines[:keep]) + lines[keep][:10])
+    journal.write_bytes(head + b"".join(lines[:keep]) + lines[keep][:10])
 
 
 def test_resume_after_interruption_equals_a_clean_run(tmp_path, tiny_model, fer2013):
@@ -162,8 +232,10 @@ def run_cli_without_torch(*args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_kill_9_then_resume_without_torch(tmp_path, tiny_model, videos, yunet_model):
-    """A real kill -9 mid-run, in a process where torch cannot be imported."""
+@pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGINT, 130)], ids=["kill-9", "ctrl-c"])
+def test_killed_or_interrupted_then_resume_without_torch(tmp_path, tiny_model, videos, yunet_model, sig, code):
+    """A real kill -9 or Ctrl-C mid-run, in a process where torch cannot be imported; Ctrl-C exits
+    130 with a line saying how to continue."""
     data = tmp_path / "in"
     data.mkdir()
     for k in range(3):
@@ -172,11 +244,14 @@ def test_kill_9_then_resume_without_torch(tmp_path, tiny_model, videos, yunet_mo
     out = tmp_path / "r.csv"
     proc = run_cli_without_torch(*args, "--out", out)
     journal = journal_path(out)
-    while proc.poll() is None and not (journal.is_file() and journal.read_bytes().count(b"\n") >= 1):
+    while proc.poll() is None and not (journal.is_file() and journal.read_bytes().count(b"\n") >= 2):
         time.sleep(0.01)
-    assert journal.read_bytes().count(b"\n") < 3, "finished before the kill"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert journal.read_bytes().count(b"\n") < 4, "finished before the signal"  # the run line + 3 inputs
+    proc.send_signal(sig)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == code and "Traceback" not in output, output
+    if sig == signal.SIGINT:
+        assert "rerun the same command with --resume" in output, output
     done = run_cli_without_torch(*args, "--out", out, "--resume")
     assert done.wait(timeout=300) == 0, done.stdout.read()
     clean = run_cli_without_torch(*args, "--out", tmp_path / "clean.csv")
@@ -188,7 +263,7 @@ def test_kill_9_then_resume_without_torch(tmp_path, tiny_model, videos, yunet_mo
 @pytest.mark.parametrize("args, message", [
     (["--provider", "cuda"], "CUDA"),
     (["--every-n", "2", "--video-fps", "5"], "not both"),
-    (["--detector", "yunet"], "face_detection_yunet_2026may.onnx"),
+    (["--detector", "yunet", "--yunet-model", __file__], "OpenCV cannot load this YuNet model"),
 ])
 def test_usage_errors_exit_2(tmp_path, monkeypatch, tiny_model, photos, args, message):
     monkeypatch.delenv("FER_YUNET_MODEL", raising=False)
@@ -198,7 +273,7 @@ def test_usage_errors_exit_2(tmp_path, monkeypatch, tiny_model, photos, args, me
 
 
 def test_default_model_missing_says_pass_model(tmp_path, monkeypatch, photos):
-    monkeypatch.setattr("fer_export.pipeline.DEFAULT_MODEL", tmp_path / "absent.onnx")
+    monkeypatch.setattr("fer_export.batch.work.DEFAULT_MODEL", tmp_path / "absent.onnx")
     res = batch(photos / "fer_justin.jpg", "--out", tmp_path / "r.csv")
     assert res.exit_code == 2 and "--model" in res.output
 

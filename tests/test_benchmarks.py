@@ -114,3 +114,15 @@ def test_peak_gflops(flags, expected):
 def test_markdown_table_is_well_formed():
     text = markdown_table(["name", "x"], [["a", 1.5], ["bb", None]])
     assert text.splitlines() == ["| name |   x |", "|------|----:|", "| a    | 1.5 |", "| bb   |   - |"]
+
+
+def test_video_fps_prints_frames_per_second_and_the_ratio(tmp_path, videos):
+    out = tmp_path / "video_fps.json"
+    res = script("video_fps.py", videos / "pyfeat_single_face.mp4", "--detectors", "yunet", "--repeat", 1,
+                 "--fer-fps", 10, "--json", out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    row = json.loads(out.read_text())["detectors"]["yunet"]
+    assert row["frames"] == 72 and row["best_frames_per_s"] > 0 and row["cpu_ms_per_frame"] > 0
+    lines = table_lines(res.stdout)
+    assert len(lines) == 3 and "ratio to --fer-fps" in lines[0]
+    assert float(lines[2].split("|")[-2]) == pytest.approx(row["best_frames_per_s"] / 10, abs=0.01)

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from fer_export.batch import BatchConfig, WorkConfig, run_batch
+from fer_export.batch.results import journal_path, read_results
 from fer_export.cli.batch import main
-from fer_export.pipeline import BatchConfig, run_batch
-from fer_export.report import journal_path, read_results
 from fer_export.spec import FER2013_LABELS
 from test_batch import NOFACE, _kill_and_cut, fer_crops, write_avi
 
@@ -49,12 +49,11 @@ def batch(*args):
 
 def local_and_dask(tmp_path, inputs, scheduler, **kw):
     """Run ``inputs`` in local mode and on ``scheduler`` in small tasks; return both reports and CSV paths."""
-    from fer_export.distributed import run_distributed
+    from fer_export.batch.dask import run_dask
 
-    cfg = dict(inputs=inputs, progress=False, batch_size=4, **kw)
-    local = run_batch(BatchConfig(out=tmp_path / "local.csv", **cfg))
-    dask = run_distributed(BatchConfig(out=tmp_path / "dask.csv", **cfg), scheduler, images_per_task=3,
-                           frames_per_task=4)  # many tasks: video ranges seek and are stitched together
+    local = run_batch(BatchConfig.build(inputs, tmp_path / "local.csv", progress=False, batch_size=4, **kw))
+    dask = run_dask(BatchConfig.build(inputs, tmp_path / "dask.csv", progress=False, batch_size=4, **kw), scheduler,
+                    images_per_task=3, frames_per_task=4)  # many tasks: video ranges seek and are stitched together
     return local, dask, tmp_path / "local.csv", tmp_path / "dask.csv"
 
 
@@ -80,13 +79,25 @@ def test_photos_videos_and_crops_as_in_local_mode(tmp_path, threads_cluster, tin
     assert (dask.frames, dask.faces, dask.status) == (local.frames, local.faces, local.status)
 
 
+def test_video_fps_and_max_faces_as_in_local_mode(tmp_path, threads_cluster, tiny_model, photos, videos,
+                                                  yunet_model):
+    inputs = [videos / NOFACE, photos / "pyfeat_multi_face.jpg"]
+    local, dask, a, b = local_and_dask(tmp_path, inputs, threads_cluster, model=tiny_model,
+                                       yunet_model=yunet_model, video_fps=3, max_faces=2)
+    assert_same_rows(a, b)
+    df = read_results(b)
+    assert sorted(df[df.kind == "video"].frame.unique()) == [0, 9, 18, 27, 36, 44, 53, 62, 71, 80, 88, 97, 106,
+                                                             115, 124, 132, 141, 150, 159, 168]  # 26.4 / 3 apart
+    assert df[df.kind == "image"].face.max() == 1  # two faces kept of several
+
+
 def test_seek_that_misses_is_redone_in_sequence(tiny_model, videos):
     """QuickTime seeks here land late; the seam digests notice and the ranges are decoded in sequence."""
-    from fer_export.distributed import WorkerSettings, run_video_range, seams_agree, video_ranges
-    from fer_export.sources import FrameSampler, collect_sources
+    from fer_export.batch.dask import run_video_range, seams_agree, video_ranges
+    from fer_export.batch.sources import FrameSampler, collect_sources
 
     source = collect_sources([videos / NOFACE])[0]
-    settings = WorkerSettings(str(tiny_model), "cpu", 8, None, "none", None, 0.7, every_n=20)
+    settings = WorkConfig(model=tiny_model, provider="cpu", batch_size=8, detector="none", every_n=20)
     ranges = video_ranges(source, FrameSampler(20), per_task=3)
     assert ranges == [(0, 60), (60, 120), (120, None)]
     seeked = [run_video_range(settings, source, a, b, True) for a, b in ranges]
@@ -98,7 +109,7 @@ def test_seek_that_misses_is_redone_in_sequence(tiny_model, videos):
 def test_ranges_past_a_failure_are_not_checked_or_used():
     """A video that fails in range 1 (say, a detector error) keeps range 0 and 1's frames and the error;
     range 2, whose seek no sequential decode confirms, neither triggers a redo nor adds rows."""
-    from fer_export.distributed import TaskResult, seams_agree, used_parts
+    from fer_export.batch.dask import TaskResult, seams_agree, used_parts
 
     frames = lambda *ns: [(n, None, [], [], None) for n in ns]  # noqa: E731
     parts = [TaskResult([(frames(0, 1), "")], end=2, first="a", after="b"),
@@ -189,3 +200,15 @@ def test_without_dask_says_what_to_install(tmp_path, monkeypatch, tiny_model, ph
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     res = batch(photos / "fer_justin.jpg", "--out", tmp_path / "r.csv", "--model", tiny_model, "--dask", "local")
     assert res.exit_code == 2 and "pip install 'fer-export[dask]'" in res.output, res.output
+
+
+def test_names_that_are_not_utf8_as_in_local_mode(tmp_path, threads_cluster, tiny_model, photos, videos, yunet_model):
+    data = tmp_path / "in"
+    data.mkdir()
+    shutil.copy(photos / "fer_justin.jpg", data / os.fsdecode(b"bad\xff.jpg"))
+    shutil.copy(videos / "pyfeat_single_face.mp4", data / os.fsdecode(b"v\xfe.mp4"))
+    local, dask, a, b = local_and_dask(tmp_path, [data], threads_cluster, model=tiny_model,
+                                       yunet_model=yunet_model, every_n=12)
+    assert_same_rows(a, b)
+    assert dask.return_code == 0 and list(read_results(b).source.unique()) == [f"{data}/bad\\xff.jpg",
+                                                                              f"{data}/v\\xfe.mp4"]

@@ -180,11 +180,13 @@ def test_fer_eval_writes_report_and_confusion(artifacts, fer2013, tmp_path):
 def test_fer_eval_errors_are_one_line_exit_2(artifacts, fer2013, tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
+    (tmp_path / "odd" / "cats").mkdir(parents=True)  # a class folder that is no label
     cases = [
         ([str(artifacts / "m.pth"), "--data", str(tmp_path / "missing")], str(tmp_path / "missing")),
         ([str(tmp_path / "absent.onnx"), "--data", str(fer2013)], "absent.onnx"),
         ([str(junk), "--data", str(fer2013)], "junk.pth"),
-        ([str(artifacts / "m.pth"), "--data", str(fer2013), "--split", "nope"], "are not labels of this model"),
+        ([str(artifacts / "m.pth"), "--data", str(fer2013), "--split", "nope"], "holds the splits ['train', 'val']"),
+        ([str(artifacts / "m.pth"), "--data", str(tmp_path / "odd")], "are not labels of this model"),
     ]
     for args, expected in cases:
         res = CliRunner().invoke(fer_eval, args)

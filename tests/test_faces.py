@@ -5,10 +5,16 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_export import faces
-from fer_export.errors import ArtifactError
-from fer_export.faces import Face, crop_face, find_yunet_model, open_detector
-from fer_export.tracking import IouTracker, iou
+from fer_export.batch import faces
+from fer_export.batch.config import WorkConfig
+from fer_export.batch.faces import Face, crop_face, find_yunet_model
+from fer_export.batch.tracking import IouTracker, iou
+from fer_export.errors import ArtifactError, InputError, SpecError
+from fer_export.spec import Framing, ModelSpec
+
+
+def open_detector(name, yunet_model=None, **options):
+    return faces.open_detector(WorkConfig(detector=name, yunet_model=yunet_model, **options))
 
 
 @pytest.fixture
@@ -20,19 +26,47 @@ def no_yunet(monkeypatch, tmp_path):
 
 
 def test_yunet_lookup_order(no_yunet, monkeypatch, yunet_model):
-    assert find_yunet_model() is None
-    assert open_detector("auto").name == "haar"
-    with pytest.raises(ArtifactError, match="--yunet-model.*FER_YUNET_MODEL.*face_detection_yunet_2026may.onnx"):
-        open_detector("yunet")
+    """--yunet-model, then $FER_YUNET_MODEL, then the user cache, then the bundled file."""
+    assert find_yunet_model() == faces.BUNDLED_YUNET
     cached = faces.yunet_cache_path()
     cached.parent.mkdir(parents=True)
     cached.write_bytes(yunet_model.read_bytes())
     assert find_yunet_model() == cached
     monkeypatch.setenv(faces.YUNET_ENV, str(yunet_model))
     assert find_yunet_model() == yunet_model
-    assert open_detector("auto").name == "yunet"
+    other = no_yunet / "face_detection_yunet_2023mar.onnx"  # any name: whatever FaceDetectorYN loads
+    other.write_bytes(yunet_model.read_bytes())
+    assert find_yunet_model(other) == other
+    assert open_detector("yunet", other).path == other
     with pytest.raises(ArtifactError, match="no such YuNet model file"):
         find_yunet_model(no_yunet / "missing.onnx")
+    monkeypatch.setenv(faces.YUNET_ENV, str(no_yunet / "gone.onnx"))
+    with pytest.raises(ArtifactError, match="FER_YUNET_MODEL"):
+        find_yunet_model()
+
+
+def test_fresh_install_gets_the_bundled_yunet(no_yunet, yunet_model):
+    """No env var, an empty cache: the default config opens the YuNet file shipped in the package."""
+    detector = faces.open_detector(WorkConfig())
+    assert detector.name == "yunet" and detector.path == faces.BUNDLED_YUNET
+    assert faces.BUNDLED_YUNET.read_bytes() == yunet_model.read_bytes()
+    assert "MIT" in (faces.BUNDLED_YUNET.parent / "LICENSE-yunet.txt").read_text()
+
+
+def test_yunet_file_missing_from_the_install(no_yunet, monkeypatch, tmp_path):
+    """Only an install that lost its bundled file falls back to Haar (auto) or says what to do (yunet)."""
+    monkeypatch.setattr(faces, "BUNDLED_YUNET", tmp_path / "absent.onnx")
+    assert find_yunet_model() is None
+    assert open_detector("auto").name == "haar"
+    with pytest.raises(ArtifactError, match="reinstall.*--yunet-model.*FER_YUNET_MODEL.*--detector haar"):
+        open_detector("yunet")
+
+
+def test_unloadable_yunet_file_is_an_artifact_error(tmp_path):
+    bad = tmp_path / "not_yunet.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ArtifactError, match="OpenCV cannot load this YuNet model"):
+        open_detector("yunet", bad)
 
 
 @pytest.mark.parametrize("name", ["yunet", "haar"])
@@ -48,6 +82,31 @@ def test_detectors_find_faces_in_source_pixels(name, photos, yunet_model):
 def test_yunet_finds_the_large_close_up_face(photos, yunet_model):
     img = cv2.imread(str(photos / "fnp_paul_rudd_1.jpg"))  # missed at full resolution
     assert len(open_detector("yunet", yunet_model).detect(img)) == 1
+
+
+def test_multi_scale_detection_merges_duplicates_and_filters_small_faces(photos, yunet_model):
+    """Two scales see the same faces: NMS keeps one box per face; --min-face drops the small ones."""
+    img = cv2.imread(str(photos / "pyfeat_multi_face.jpg"))  # 1000x667, several faces
+    one = open_detector("yunet", yunet_model, det_sizes=(640,), min_face=0).detect(img)
+    two = open_detector("yunet", yunet_model, det_sizes=(320, 640), min_face=0).detect(img)
+    assert len(one) >= 4 and len(one) <= len(two) <= len(one) + 1  # no face twice
+    assert all(faces.NMS_IOU >= max(_iou(a, b) for b in two if b != a) for a in two)
+    assert [f.x for f in two] == sorted(f.x for f in two)  # left to right
+    cut = sorted(min(f.w, f.h) for f in one)[len(one) // 2]  # the median face side
+    big = open_detector("yunet", yunet_model, min_face=cut).detect(img)
+    assert big == [f for f in one if min(f.w, f.h) >= cut] and 0 < len(big) < len(one)
+
+
+def _iou(a, b):
+    return iou(a.box, b.box)
+
+
+def test_max_faces_keeps_the_largest_in_order(photos, yunet_model):
+    img = cv2.imread(str(photos / "pyfeat_multi_face.jpg"))
+    every = open_detector("yunet", yunet_model).detect(img)
+    kept = open_detector("yunet", yunet_model, max_faces=2).detect(img)
+    largest = sorted(every, key=lambda f: f.w * f.h, reverse=True)[:2]
+    assert len(every) > 2 and kept == sorted(largest, key=lambda f: (f.x, f.y))
 
 
 def test_crop_face_is_square_with_margin_and_clipped():
@@ -66,3 +125,80 @@ def test_iou_tracker_keeps_ids_and_starts_new_ones():
     assert tr.update([(1, 1, 10, 10), (90, 90, 10, 10)]) == [0, 2]
     assert tr.update([]) == []
     assert tr.update([(51, 50, 10, 10)]) == [3]  # 1 ended after missing more than max_missed frames
+
+
+# ---- framing: crops aligned as the model's training crops were ------------------------------------
+
+TEMPLATE = Framing(landmarks=(0.3, 0.37, 0.7, 0.37, 0.5, 0.59, 0.34, 0.76, 0.66, 0.76), box=(0.0, 0.05, 1.25))
+
+
+def test_spec_carries_a_framing_and_reads_as_before_without_one():
+    assert "framing" not in ModelSpec().to_json()  # old specs, and their hashes, stay as they were
+    spec = ModelSpec(framing=TEMPLATE)
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    assert ModelSpec.from_json(ModelSpec().to_json()).framing is None
+    for bad in ({"landmarks": [0.5] * 4, "box": [0, 0, 1]}, {"landmarks": [0.5] * 10, "box": [0, 0, 0]},
+                {"landmarks": [0.5] * 10}):
+        with pytest.raises(SpecError, match="framing"):
+            ModelSpec.from_dict({**ModelSpec().to_dict(), "framing": bad})
+
+
+def test_without_a_framing_crops_are_the_box_crops():
+    img = np.random.default_rng(0).integers(0, 255, (100, 200, 3), dtype=np.uint8)
+    face = Face(50, 20, 40, 60, 0.9, (60.0, 40.0, 80.0, 40.0, 70.0, 55.0, 62.0, 65.0, 78.0, 65.0))
+    assert np.array_equal(faces.frame_face(img, face, None), crop_face(img, face))
+
+
+def test_landmarks_at_the_template_give_that_square():
+    """A face whose landmarks sit where the template puts them in a square of side 80 at (30, 10)
+    is cropped to exactly that square; rotating the image rotates the crop back."""
+    img = np.random.default_rng(1).integers(0, 255, (120, 160), dtype=np.uint8)
+    marks = np.reshape(TEMPLATE.landmarks, (-1, 2)) * 80 + (30, 10)
+    crop = faces.frame_face(img, Face(30, 10, 80, 80, 0.9, tuple(marks.ravel())), TEMPLATE)
+    assert crop.shape == (80, 80) and np.abs(crop.astype(int) - img[10:90, 30:110]).max() <= 1
+    smooth = cv2.normalize(cv2.GaussianBlur(img.astype(np.float32), (0, 0), 4), None, 0, 255, cv2.NORM_MINMAX)
+    rot = cv2.getRotationMatrix2D((80, 60), 20, 1.0)
+    turned = cv2.warpAffine(smooth, rot, (160, 120), flags=cv2.INTER_LINEAR).astype(np.uint8)
+    moved = np.c_[marks, np.ones(5)] @ rot.T
+    back = faces.frame_face(turned, Face(0, 0, 1, 1, 0.9, tuple(moved.ravel())), TEMPLATE)
+    inner = np.s_[10:70, 10:70]  # away from the corners the rotation filled in
+    want = smooth[10:90, 30:110][inner]
+    assert back.shape == (80, 80) and np.abs(back[inner] - want).mean() < 2 < np.abs(back[inner] - want.T).mean()
+
+
+def test_box_only_faces_are_framed_by_the_box_rule():
+    img = np.random.default_rng(2).integers(0, 255, (200, 200), dtype=np.uint8)
+    crop = faces.frame_face(img, Face(60, 50, 80, 80), TEMPLATE)  # side 100, centre (100, 94)
+    assert crop.shape == (100, 100) and np.abs(crop.astype(int) - img[44:144, 50:150]).max() <= 1
+    edge = faces.frame_face(img, Face(0, 0, 80, 80), TEMPLATE)  # starts at (-10, -6): edge pixels repeated
+    assert edge.shape == (100, 100) and (edge[:6, :10] == img[0, 0]).all()
+
+
+def test_yunet_landmarks_are_in_source_pixels(photos):
+    img = cv2.imread(str(photos / "fr_two_people.jpg"))  # detected on a 640 px copy
+    for f in open_detector("yunet").detect(img):
+        pts = np.reshape(f.landmarks, (-1, 2))
+        assert pts.shape == (5, 2)
+        assert (f.x - 5 <= pts[:, 0]).all() and (pts[:, 0] <= f.x + f.w + 5).all()
+        assert (f.y - 5 <= pts[:, 1]).all() and (pts[:, 1] <= f.y + f.h + 5).all()
+        assert pts[0, 0] < pts[1, 0] and pts[3, 0] < pts[4, 0]  # right eye and mouth corner on the image's left
+    assert all(f.landmarks is None for f in open_detector("haar").detect(img))
+
+
+def test_the_models_framing_reaches_the_detector(tmp_path, exported, photos):
+    """A model whose spec has a framing gets aligned crops (unless crop="box"); one without, box crops."""
+    from fer_export.batch.work import faces_in, open_models
+    from training.face_template import stamp
+
+    framed = stamp(exported["onnx"], tmp_path / "framed.onnx", TEMPLATE)
+    img = cv2.imread(str(photos / "fr_two_people.jpg"))
+    _, plain = open_models(WorkConfig(model=str(exported["onnx"])))
+    clf, aligned = open_models(WorkConfig(model=str(framed)))
+    _, boxed = open_models(WorkConfig(model=str(framed), crop="box"))
+    assert clf.spec.framing == TEMPLATE and aligned.framing == TEMPLATE
+    assert plain.framing is None and boxed.framing is None
+    found, crops = faces_in(img, aligned)
+    assert all(c.shape[0] == c.shape[1] for c in crops)
+    assert [c.shape for c in crops] != [c.shape for c in faces_in(img, plain)[1]]
+    with pytest.raises(InputError, match="crop must be auto or box"):
+        WorkConfig(crop="aligned")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fer_export.errors import InputError
-from fer_export.sources import FrameSampler, collect_sources, iter_frames
+from fer_export.batch.sources import FrameRange, FrameSampler, collect_sources, iter_frames
 
 
 def write_avi(path: Path, n: int = 20, size=(96, 64), truncate: bool = False) -> Path:
@@ -55,3 +55,14 @@ def test_iter_frames_keeps_decoded_frames_then_reports_truncation(tmp_path):
         for i, t, frame in iter_frames(write_avi(tmp_path / "t.avi", truncate=True)):
             got.append((i, t, round((frame.mean() - 31.5) / 10)))
     assert 0 < len(got) < 20 and all(i == v and t == pytest.approx(i / 10) for i, t, v in got)
+
+
+@pytest.mark.parametrize("seek", [True, False])
+def test_frame_range_starts_mid_video_and_reports_where_it_stopped(tmp_path, seek):
+    video = write_avi(tmp_path / "v.avi")  # MJPG: every frame is a keyframe, so seeking is exact
+    part = FrameRange(video, FrameSampler(every_n=2), start=6, stop=12, seek=seek)
+    got = [(i, round((frame.mean() - 31.5) / 10)) for i, _, frame in part]
+    assert got == [(6, 6), (8, 8), (10, 10)] and part.end == 12 and part.count == 20
+    assert round((part.after.mean() - 31.5) / 10) == 12  # the next range's first frame
+    last = FrameRange(video, FrameSampler(), start=18)
+    assert [i for i, _, _ in last] == [18, 19] and last.after is None and last.error() == ""

@@ -95,9 +95,10 @@ class BatchAugment:
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, g: torch.Generator):
-    """Mix each sample with a shuffled partner. Returns ``(x, y_a, y_b, lam)``; alpha 0 = unchanged."""
+    """Mix each sample with a shuffled partner. Returns ``(x, y_a, y_b, lam, perm)``, where sample i
+    was mixed with ``perm[i]`` (mix other per-sample targets the same way); alpha 0 = unchanged, perm None."""
     if alpha <= 0:
-        return x, y, y, 1.0
+        return x, y, y, 1.0, None
     lam = random.Random(int(torch.randint(2**31, (1,), generator=g, device=g.device))).betavariate(alpha, alpha)
     perm = torch.randperm(x.shape[0], generator=g, device=x.device)
-    return lam * x + (1 - lam) * x[perm], y, y[perm], lam
+    return lam * x + (1 - lam) * x[perm], y, y[perm], lam, perm

@@ -7,7 +7,9 @@ import click
 
 from fer_export.cli import EXIT_FAILED, EXIT_OK, library_errors
 
-from .config import AUGS, DEVICES, FREEZES, LAYER_LRS, OPTIMIZERS, RECIPES, SCHEDULES, make_config
+from fer_export.spec import ARCHITECTURES
+
+from .config import AUGS, DEVICES, FREEZES, LAYER_LRS, OPTIMIZERS, RECIPES, SCHEDULES, Recipe, make_config
 
 EXIT_INTERRUPTED = 130
 
@@ -34,6 +36,12 @@ checkpoint PATH, --freeze auto trains everything. The exact seed recipe is there
   fer-train --data DATA --out RUN_DIR --weights imagenet
 
 \b
+Distillation: --teacher FILE adds (alpha) T^2 KL(teacher/T || student/T) to (1 - alpha) times
+the hard-label loss; FILE is a model (.onnx, .pth, .pt) run once over the un-augmented training
+images, or their precomputed logits (.npz from `python -m training.teacher`, which also averages
+several teachers into one, or a .npy in training-item order). The logits are cached in RUN_DIR/cache.
+
+\b
 Ctrl-C stops after keeping the last completed epoch; continue with --resume RUN_DIR
 (--epochs may be raised for the plateau schedule). Exit codes: 0 done, 2 usage or input
 error, 130 interrupted.
@@ -48,7 +56,7 @@ error, 130 interrupted.
               help="Preset the other options start from.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
               help="Continue the run in this RUN_DIR from its last.pth (its saved config is used).")
-@click.option("--arch", type=click.Choice(["resnet18", "resnet18_s1"]), help="Network (s1: 3x3 stride-1 stem).")
+@click.option("--arch", type=click.Choice(ARCHITECTURES), help="Network (see fer_export.spec.ARCHITECTURES).")
 @click.option("--img-size", type=int, help="Square input size in pixels.")
 @click.option("--weights", help="Initial weights: none, imagenet, or a .pth checkpoint to fine-tune.")
 @click.option("--freeze", type=click.Choice(FREEZES), help="seed: train layer3/layer4/fc only; auto: see above.")
@@ -66,6 +74,12 @@ error, 130 interrupted.
 @click.option("--bf16/--no-bf16", default=None, help="bfloat16 autocast (CPU AMX/AVX512-bf16 or CUDA).")
 @click.option("--channels-last/--no-channels-last", default=None, help="NHWC memory format.")
 @click.option("--tta/--no-tta", default=None, help="Also report horizontal-flip TTA val accuracy.")
+@click.option("--teacher", type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+              help="Distil from this model (.onnx/.pth/.pt) or logits file (.npz/.npy).")
+@click.option("--kd-alpha", type=float,
+              help=f"Weight of the distillation term, 0-1 [default: {Recipe.kd_alpha}].")
+@click.option("--kd-temperature", type=float,
+              help=f"Softmax temperature of the distillation term [default: {Recipe.kd_temperature}].")
 @click.option("--limit-per-class", type=int, help="Seeded sample of at most N images per class (train and val).")
 @click.option("--workers", type=int, help="DataLoader workers for --aug seed [default: 2].")
 @click.option("--seed", type=int, help="Random seed [default: 0].")

@@ -7,6 +7,10 @@ applies overrides; ``None`` overrides are ignored, so unset CLI options keep the
 Weights rule: no recipe downloads anything by default (``weights="none"``). ``--weights imagenet``
 is opt-in; ``freeze="auto"`` then means the seed's freezing (``seed``), and with random or
 checkpoint weights it means ``none`` (freezing randomly initialised layers makes no sense).
+
+Distillation: with ``teacher`` set, the training loss is ``(1 - kd_alpha) * CE + kd_alpha * T^2 *
+KL(softmax(teacher / T) || softmax(student / T))`` with ``T = kd_temperature`` (see
+:mod:`training.teacher` for what a teacher may be); ``kd_*`` have no effect without a teacher.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from fer_export.errors import InputError
 from fer_export.spec import ARCHITECTURES
 
 AUGS = ("seed", "tensor")
+TEACHER_SUFFIXES = (".onnx", ".pth", ".pt", ".npz", ".npy")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("plateau", "onecycle", "cosine")
 LAYER_LRS = ("seed", "uniform")
@@ -46,6 +51,8 @@ class Recipe:
     bf16: bool = False  # bfloat16 autocast (CPU with AMX/AVX512-bf16, or CUDA)
     channels_last: bool = False  # NHWC memory format (faster convolutions on CPU oneDNN and tensor cores)
     tta: bool = False  # also report horizontal-flip test-time-augmented val accuracy
+    kd_alpha: float = 0.5  # weight of the distillation term (0 = hard labels only, 1 = teacher only); needs a teacher
+    kd_temperature: float = 4.0  # softmax temperature T of teacher and student in the distillation term
 
 
 #: The seed recipe (ImageNet fine-tuning at 224 px when run with --weights imagenet).
@@ -69,6 +76,7 @@ class TrainConfig(Recipe):
     recipe: str = "seed"  # name of the recipe the other fields started from
     data: str = ""  # dataset root holding train/ and val/ in Kaggle layout (DATA/<split>/<emotion>/*.jpg)
     val: str | None = None  # validation folder (default DATA/val)
+    teacher: str | None = None  # distil from: a model (.onnx, .pth, .pt) or precomputed train logits (.npz, .npy)
     out: str = "runs/fer"  # run folder: checkpoints, history, plots, report, metrics
     limit_per_class: int | None = None  # seeded sample of at most N images per class (train and val)
     workers: int = 2  # DataLoader worker processes for --aug seed (0 = load in the main process)
@@ -125,6 +133,12 @@ def _problems(c: TrainConfig) -> list[str]:
         p.append(f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
     if c.mixup < 0:
         p.append(f"mixup alpha must be >= 0, got {c.mixup}")
+    if not 0 <= c.kd_alpha <= 1:
+        p.append(f"kd_alpha must be in [0, 1], got {c.kd_alpha}")
+    if c.kd_temperature <= 0:
+        p.append(f"kd_temperature must be positive, got {c.kd_temperature}")
+    if c.teacher is not None and not c.teacher.lower().endswith(TEACHER_SUFFIXES):
+        p.append(f"teacher must be a model or logits file ({', '.join(TEACHER_SUFFIXES)}), got {c.teacher!r}")
     if c.limit_per_class is not None and c.limit_per_class < 1:
         p.append(f"limit_per_class must be at least 1, got {c.limit_per_class}")
     return p

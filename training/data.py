@@ -1,7 +1,8 @@
 """Training data: labelled folders, the seed's DataLoader path and the in-memory tensor path.
 
 Both loaders yield ``(x, y)`` with ``x`` normalised float (N, C, H, W) on the device and have
-``set_epoch(epoch)``, which reseeds their randomness from ``(seed, epoch)``.
+``set_epoch(epoch)``, which reseeds their randomness from ``(seed, epoch)``. Given a teacher's
+logits (one row per item, see :mod:`training.teacher`) they yield ``(x, y, teacher_logits)``.
 """
 from __future__ import annotations
 
@@ -40,9 +41,17 @@ def split_dirs(config: TrainConfig) -> tuple[Path, Path]:
     val = Path(config.val) if config.val else data / "val"
     for split, path in (("train", train), ("validation", val)):
         if not path.is_dir():
-            raise InputError(f"{path}: no {split} folder; expected {path}/<emotion>/*.jpg (Kaggle FER2013 layout)"
-                             + ("; pass --val DIR to use another validation folder" if split == "validation" else ""))
+            hint = ""
+            if split == "validation":
+                hint = (f"; Kaggle's FER2013 download has {data / 'test'} instead: pass --val {data / 'test'}"
+                        if (data / "test").is_dir() else "; pass --val DIR to use another validation folder")
+            raise InputError(f"{path}: no {split} folder; expected {path}/<emotion>/*.jpg (Kaggle FER2013 layout)" + hint)
     return train, val
+
+
+def cache_dir(run_dir: Path) -> Path:
+    """Where a run keeps what it computes once: decoded pixels and a teacher's logits."""
+    return Path(run_dir) / "cache"
 
 
 def load_items(config: TrainConfig, labels: Sequence[str]) -> tuple[list, list]:
@@ -52,26 +61,29 @@ def load_items(config: TrainConfig, labels: Sequence[str]) -> tuple[list, list]:
 
 
 class FolderDataset(Dataset):
-    """The seed's dataset: cv2 grayscale read -> PIL image -> transform."""
+    """The seed's dataset: cv2 grayscale read -> PIL image -> transform (and the item's teacher logits)."""
 
-    def __init__(self, items: Items, transform):
-        self.items, self.transform = list(items), transform
+    def __init__(self, items: Items, transform, teacher: torch.Tensor | None = None):
+        self.items, self.transform, self.teacher = list(items), transform, teacher
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
         path, label = self.items[i]
-        return self.transform(Image.fromarray(read_gray(path))), label
+        x = self.transform(Image.fromarray(read_gray(path)))
+        return (x, label) if self.teacher is None else (x, label, self.teacher[i])
 
 
 class SeedLoader:
     """A DataLoader over :class:`FolderDataset` whose shuffling and worker seeds follow the epoch."""
 
-    def __init__(self, items: Items, spec: ModelSpec, config: TrainConfig, device, train: bool):
+    def __init__(self, items: Items, spec: ModelSpec, config: TrainConfig, device, train: bool,
+                 teacher: torch.Tensor | None = None):
         self.seed, self.device, self.num_images = config.seed, device, len(items)
         self.generator = torch.Generator()
-        self.loader = DataLoader(FolderDataset(items, seed_transform(spec, train)), batch_size=config.batch_size,
+        dataset = FolderDataset(items, seed_transform(spec, train), teacher)
+        self.loader = DataLoader(dataset, batch_size=config.batch_size,
                                  shuffle=train, num_workers=config.workers, generator=self.generator,
                                  persistent_workers=False, pin_memory=device.type == "cuda")
 
@@ -82,16 +94,16 @@ class SeedLoader:
         return len(self.loader)
 
     def __iter__(self):
-        for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        for batch in self.loader:
+            yield tuple(t.to(self.device, non_blocking=True) for t in batch)
 
 
 class TensorLoader:
     """Batches from an in-memory uint8 (N, H, W) tensor, augmented on the device with ``augment``."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: ModelSpec, batch_size: int, device,
-                 seed: int = 0, augment: BatchAugment | None = None):
-        self.images, self.labels, self.spec = images, labels, spec
+                 seed: int = 0, augment: BatchAugment | None = None, teacher: torch.Tensor | None = None):
+        self.images, self.labels, self.spec, self.teacher = images, labels, spec, teacher
         self.batch_size, self.device, self.seed, self.augment = batch_size, device, seed, augment
         self.num_images = len(labels)
         self.generator = torch.Generator(device=device)
@@ -110,7 +122,13 @@ class TensorLoader:
             idx = order[start:start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
             x = self.images[idx].to(self.device, non_blocking=True)
             y = self.labels[idx].to(self.device, non_blocking=True)
-            yield (self.augment(x, self.spec, self.generator) if self.augment else normalize(x, self.spec)), y
+            x = self.augment(x, self.spec, self.generator) if self.augment else normalize(x, self.spec)
+            yield (x, y) if self.teacher is None else (x, y, self.teacher[idx].to(self.device, non_blocking=True))
+
+
+def items_fingerprint(items: Items) -> str:
+    """12 hex digits that change with the file list or a label (cache file names carry it)."""
+    return hashlib.sha1("\n".join(f"{p}\t{c}" for p, c in items).encode()).hexdigest()[:12]
 
 
 def decode_items(items: Items, size: tuple[int, int], method: str, cache_dir: Path | None = None,
@@ -121,8 +139,7 @@ def decode_items(items: Items, size: tuple[int, int], method: str, cache_dir: Pa
     covers the file list and labels), so a resumed run does not decode again.
     """
     labels = torch.tensor([label for _, label in items], dtype=torch.int64)
-    fingerprint = hashlib.sha1("\n".join(f"{p}\t{c}" for p, c in items).encode()).hexdigest()[:12]
-    cache = Path(cache_dir) / f"{name}_{size[0]}x{size[1]}_{fingerprint}.npy" if cache_dir else None
+    cache = Path(cache_dir) / f"{name}_{size[0]}x{size[1]}_{items_fingerprint(items)}.npy" if cache_dir else None
     if cache is not None and cache.is_file():
         return torch.from_numpy(np.load(cache)), labels
     pixels = np.stack([resize(read_gray(p), size, method)
@@ -135,15 +152,21 @@ def decode_items(items: Items, size: tuple[int, int], method: str, cache_dir: Pa
     return torch.from_numpy(pixels), labels
 
 
-def load_data(config: TrainConfig, spec: ModelSpec, device, run_dir: Path):
-    """``(train_loader, val_loader, val_items)`` for the config's ``aug`` path."""
-    train_items, val_items = load_items(config, spec.labels)
+def load_data(config: TrainConfig, spec: ModelSpec, device, run_dir: Path, items: tuple[list, list] | None = None,
+              teacher: torch.Tensor | None = None):
+    """``(train_loader, val_loader, val_items)`` for the config's ``aug`` path.
+
+    ``items``: ``(train_items, val_items)`` when the caller has listed them already. ``teacher``: float
+    (len(train_items), classes) logits the train loader hands out with each batch.
+    """
+    train_items, val_items = items or load_items(config, spec.labels)
     if config.aug == "seed":
-        return (SeedLoader(train_items, spec, config, device, train=True),
+        return (SeedLoader(train_items, spec, config, device, train=True, teacher=teacher),
                 SeedLoader(val_items, spec, config, device, train=False), val_items)
-    cache = run_dir / "cache"
+    cache = cache_dir(run_dir)
     decoded = [decode_items(items, spec.input_size, spec.resize, cache, name, config.progress)
                for items, name in ((train_items, "train"), (val_items, "val"))]
-    train = TensorLoader(*decoded[0], spec, config.batch_size, device, config.seed, augment=BatchAugment())
+    train = TensorLoader(*decoded[0], spec, config.batch_size, device, config.seed, augment=BatchAugment(),
+                         teacher=teacher)
     val = TensorLoader(*decoded[1], spec, config.batch_size, device)
     return train, val, val_items

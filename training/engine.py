@@ -6,6 +6,7 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -63,18 +64,45 @@ def prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def teacher_probs(logits: torch.Tensor, temperature: float, lam: float = 1.0,
+                  perm: torch.Tensor | None = None) -> torch.Tensor:
+    """The teacher's soft targets ``softmax(logits / T)``, mixed as mixup mixed the images
+    (``lam * p + (1 - lam) * p[perm]``) when ``perm`` is given."""
+    p = F.softmax(logits.float() / temperature, dim=1)
+    return p if perm is None else lam * p + (1 - lam) * p[perm]
+
+
+def distillation_loss(student: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(target || softmax(student / T))``, averaged over the batch (``target``: teacher probabilities
+    at temperature T). The T^2 keeps its gradients on the scale of the cross-entropy's (Hinton et al. 2015)."""
+    log_q = F.log_softmax(student.float() / temperature, dim=1)
+    return F.kl_div(log_q, target, reduction="batchmean") * temperature ** 2
+
+
+def training_loss(out: torch.Tensor, criterion, y_a: torch.Tensor, y_b: torch.Tensor, lam: float,
+                  target: torch.Tensor | None = None, alpha: float = 0.0, temperature: float = 1.0) -> torch.Tensor:
+    """The hard-label loss (mixed over ``y_a``/``y_b`` by ``lam``), and with a teacher ``target``
+    ``(1 - alpha) * hard + alpha * distillation_loss(out, target, temperature)``."""
+    hard = lam * criterion(out, y_a) + (1 - lam) * criterion(out, y_b)
+    if target is None:
+        return hard
+    return (1 - alpha) * hard + alpha * distillation_loss(out, target, temperature)
+
+
 def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, config: TrainConfig,
                     generator: torch.Generator, desc: str = "train") -> dict:
-    """One pass over ``loader``. Returns ``{loss, acc, images, seconds, images_per_s}``."""
+    """One pass over ``loader``, whose batches are ``(x, y)`` or, with a teacher, ``(x, y, teacher_logits)``.
+    Returns ``{loss, acc, images, seconds, images_per_s}``."""
     model.train()
     per_batch = scheduler is not None and steps_per_batch(scheduler)
     total_loss, correct, seen, start = 0.0, 0.0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=not config.progress, unit="batch")
-    for x, y in bar:
-        x, y_a, y_b, lam = mixup(prepare(x, config.channels_last), y, config.mixup, generator)
+    for x, y, *teacher in bar:
+        x, y_a, y_b, lam, perm = mixup(prepare(x, config.channels_last), y, config.mixup, generator)
+        target = teacher_probs(teacher[0], config.kd_temperature, lam, perm) if teacher else None
         with autocast(device, config.bf16):
             out = model(x)
-            loss = lam * criterion(out, y_a) + (1 - lam) * criterion(out, y_b)
+            loss = training_loss(out, criterion, y_a, y_b, lam, target, config.kd_alpha, config.kd_temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:

@@ -3,7 +3,7 @@
 RUN_DIR receives ``best_model.pth`` (seed layout + spec, epoch, metrics), ``last.pth`` (everything
 ``--resume`` needs), ``history.csv``, ``training_history.png``, ``confusion_matrix.png``,
 ``classification_report.txt`` and ``metrics.json``; ``cache/`` holds decoded pixels for
-``aug="tensor"``. Randomness is reseeded from ``(seed, epoch)`` at every epoch start, so a resumed
+``aug="tensor"`` and a teacher's logits (see :mod:`training.teacher`). Randomness is reseeded from ``(seed, epoch)`` at every epoch start, so a resumed
 run continues exactly as an uninterrupted one would, without saving generator states.
 """
 from __future__ import annotations
@@ -24,8 +24,9 @@ from fer_export.spec import SEED_SPEC, ModelSpec
 
 from . import engine
 from .config import TrainConfig, with_overrides
-from .data import epoch_seed, load_data
+from .data import epoch_seed, load_data, load_items
 from .plots import plot_confusion, plot_history, write_history_csv
+from .teacher import soft_targets
 
 LAST, BEST = "last.pth", "best_model.pth"
 
@@ -130,7 +131,13 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
     model, spec = create_model(config, resumed)
     config = with_overrides(config, arch=spec.arch)  # a fine-tuned checkpoint brings its own arch
     model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
-    train_loader, val_loader, val_items = load_data(config, spec, device, run_dir)
+    items = load_items(config, spec.labels)
+    teacher = None
+    if config.teacher:
+        teacher = soft_targets(config, spec, items[0], run_dir, resumed and resumed.get("teacher_sha256"), log)
+        log(f"distilling (alpha {config.kd_alpha:g}, T {config.kd_temperature:g}) from {teacher.describe()}")
+    train_loader, val_loader, val_items = load_data(config, spec, device, run_dir, items,
+                                                    teacher.logits if teacher else None)
     optimizer = engine.build_optimizer(model, config)
     scheduler = engine.build_scheduler(optimizer, config, len(train_loader))
     state = {"history": [], "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0}
@@ -155,7 +162,8 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
                 save_checkpoint(run_dir / BEST, model, spec, epoch=epoch, metrics=row)
             save_checkpoint(run_dir / LAST, model, spec, epoch=epoch, config=config.to_dict(),
                             optimizer_state_dict=optimizer.state_dict(),
-                            scheduler_state_dict=scheduler.state_dict(), **state)
+                            scheduler_state_dict=scheduler.state_dict(), **state,
+                            **({"teacher_sha256": teacher.sha256} if teacher else {}))
             write_history_csv(state["history"], run_dir / "history.csv")
             log(format_row(row, config.epochs))
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ Exit codes shared by every command:
   0  success
   1  the job ran but something failed (a parity check, some batch inputs); everything else was written
   2  usage or input error (bad option, missing file, unreadable checkpoint, unavailable provider)
+  130 interrupted (Ctrl-C)
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import click
 
 from ..errors import FerExportError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UserError(click.ClickException):

@@ -5,50 +5,60 @@ from pathlib import Path
 
 import click
 
-from ..distributed import run_distributed
-from ..faces import DET_SIZES, DETECTORS, YUNET_ENV, yunet_cache_path
-from ..pipeline import BatchConfig, run_batch
-from ..runtime import PROVIDERS
-from . import UserError, echo_err, exit_with, library_errors
+from ..batch import BatchConfig, run_batch
+from ..batch.config import DETECTORS, MIN_DET_SIZE, MIN_DET_THRESHOLD, PROVIDERS, WORK_DEFAULTS as D
+from ..batch.dask import local_workers
+from ..batch.faces import YUNET_ENV, yunet_cache_path
+from ..errors import InputError
+from . import EXIT_INTERRUPTED, UserError, echo_err, exit_with, library_errors
 
 _path = click.Path(path_type=Path)
 _EPILOG = f"""\b
 Exit status: 0 every input was read; 1 some inputs failed (they have `error` rows, everything
-else was written); 2 usage error (bad option, missing model, unavailable provider, existing --out).
+else was written); 2 usage or environment error (bad option, missing model, unavailable provider,
+existing or locked --out, an output that would overwrite an input, a full disk); 130 interrupted
+(Ctrl-C: what finished is kept, continue with --resume).
 \b
-YuNet model file (never shipped): --yunet-model, ${YUNET_ENV}, or {yunet_cache_path()}.
+YuNet model file, the first found: --yunet-model, ${YUNET_ENV},
+{yunet_cache_path()}, or the one bundled with fer-export (OpenCV zoo, MIT).
+Any YuNet file cv2.FaceDetectorYN loads will do (e.g. the zoo's 2023mar).
 """
 
 
 def _local_cluster(ctx, param, value: str | None) -> str | None:
     """--dask takes ``local`` or ``local:N``."""
-    name, colon, n = (value or "").partition(":")
-    if value is not None and (name != "local" or colon and not (n.isdigit() and int(n) >= 1)):
-        raise click.BadParameter(f"expected local or local:N (N >= 1 worker processes), got {value!r}")
+    try:
+        if value is not None and local_workers(value) is None:
+            raise InputError(f"expected local or local:N (N >= 1 worker processes), got {value!r}")
+    except InputError as exc:
+        raise click.BadParameter(str(exc)) from None
     return value
 
 
 @click.command(epilog=_EPILOG)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "-o", required=True, type=_path, help="Results CSV: one row per face per image or frame.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Results CSV: one row per face per image or frame.")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="ONNX model exported by `fer-export onnx`.  [default: the bundled model]")
-@click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
+@click.option("--provider", type=click.Choice(PROVIDERS), default=D.provider, show_default=True,
               help="onnxruntime provider; auto = CUDA when usable, else CPU.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1), default=D.batch_size, show_default=True,
               help="Face crops per model call, gathered across files and frames.")
-@click.option("--detector", type=click.Choice(DETECTORS), default="auto", show_default=True,
+@click.option("--detector", type=click.Choice(DETECTORS), default=D.detector, show_default=True,
               help="auto = YuNet if its model file is found, else Haar; none = classify each image whole. "
                    "Images with both sides <= 64 px are always classified whole.")
 @click.option("--yunet-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help=f"YuNet .onnx file.  [default: ${YUNET_ENV} or the user cache]")
-@click.option("--det-threshold", type=click.FloatRange(0, 1), default=0.7, show_default=True,
+@click.option("--det-threshold", type=click.FloatRange(MIN_DET_THRESHOLD, 1), default=D.det_threshold, show_default=True,
               help="YuNet score threshold.")
-@click.option("--det-size", type=click.IntRange(64), multiple=True, default=DET_SIZES, show_default=True,
+@click.option("--det-size", "det_sizes", type=click.IntRange(MIN_DET_SIZE), multiple=True, default=D.det_sizes,
+              show_default=True,
               help="Long side (px) images are downscaled to for detection; repeat for several scales "
                    "(e.g. --det-size 640 --det-size 1280 for crowds of small faces).")
-@click.option("--min-face", type=click.IntRange(0), default=20, show_default=True,
+@click.option("--min-face", type=click.IntRange(0), default=D.min_face, show_default=True,
               help="Ignore faces whose box is smaller than this (source px, shorter side).")
+@click.option("--max-faces", type=click.IntRange(1), default=None,
+              help="Keep at most N faces per image or frame: the largest boxes.  [default: all]")
 @click.option("--every-n", type=click.IntRange(1), default=None, help="Use every N-th video frame.  [default: 1]")
 @click.option("--video-fps", type=click.FloatRange(0, min_open=True), default=None,
               help="Use this many video frames per second instead of --every-n.")
@@ -66,29 +76,20 @@ def _local_cluster(ctx, param, value: str | None) -> str | None:
                    "YuNet file must be at the same paths on every worker.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar.  [default: on a terminal]")
 @library_errors
-def main(inputs, out, model, provider, batch_size, detector, yunet_model, det_threshold, det_size, min_face,
-         every_n, video_fps, workers, summary, annotate, plots, resume, overwrite, dask_cluster, scheduler, progress):
+def main(inputs, out, dask_cluster, scheduler, **options):
     """Classify the emotion of every face in INPUTS (images, videos, folders searched recursively).
 
     Writes one CSV row per face per image or video frame, a `no_face` row for an image or frame
     without one and an `error` row for an unreadable input, so every input appears at least once.
     Rows are written and fsynced input by input: an interrupted run continues with --resume.
     """
-    if every_n and video_fps:
-        raise UserError("use either --every-n or --video-fps, not both")
-    if resume and overwrite:
-        raise UserError("use either --resume or --overwrite, not both")
     if dask_cluster and scheduler:
         raise UserError("use either --dask or --scheduler, not both")
-    cfg = BatchConfig(inputs=inputs, out=out, model=model, provider=provider, batch_size=batch_size,
-                      detector=detector, yunet_model=yunet_model, det_threshold=det_threshold,
-                      det_sizes=tuple(det_size), min_face=min_face, every_n=every_n or 1, video_fps=video_fps,
-                      resume=resume, overwrite=overwrite, summary=summary, annotate=annotate, plots=plots,
-                      progress=progress)
-    if workers:
-        cfg.workers = workers
-    cluster = dask_cluster or scheduler
-    report = run_distributed(cfg, cluster, log=echo_err) if cluster else run_batch(cfg, log=echo_err)
+    try:
+        report = run_batch(BatchConfig.build(inputs, out, **options), dask_cluster or scheduler, log=echo_err)
+    except KeyboardInterrupt:
+        echo_err(f"interrupted: the inputs finished so far are kept in {out}; rerun the same command with --resume")
+        exit_with(EXIT_INTERRUPTED)
     for line in report.lines():
         echo_err(line)
     exit_with(report.return_code)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..export import TTA_MODES
+from ..export.artifact import TTA_MODES
 from . import EXIT_FAILED, EXIT_OK, exit_with, library_errors
 
 _path = click.Path(path_type=Path)
@@ -20,7 +20,7 @@ _data = click.option("--data", type=click.Path(exists=True, file_okay=False, pat
                           "64 are sampled). Default: synthetic face-like images.")
 _tta = click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
                     help="Average logits over views inside the graph. hflip: the image and its mirror (2x "
-                         "compute); tencrop: 4 corner crops and the centre crop (90%% of the side, resized "
+                         "compute); tencrop: 4 corner crops and the centre crop (90% of the side, resized "
                          "back) and their mirrors (10x compute).")
 _json = click.option("--json", "json_out", type=_path, help="Also write the report as JSON to this file.")
 
@@ -53,14 +53,23 @@ def _run(fn, *args, **kwargs):
         return exc.report
 
 
-@click.group(help=__doc__)
+HELP = """Export a checkpoint to ONNX or TorchScript behind a parity gate, and verify artifacts.
+
+Every export is checked against PyTorch before it is put in place: a failed artifact is kept as
+NAME.failed.onnx / NAME.failed.pt and the command exits 1. Exit codes: 0 ok, 1 a parity or
+accuracy check failed, 2 usage or input error (missing or unreadable checkpoint, bad folder).
+"""
+
+
+@click.group(help=HELP)
 @click.version_option(package_name="fer-export")
 def main():
     pass
 
 
 @main.command(help="Export CHECKPOINT to ONNX (outputs `logits` and `probs`; input `input`, float32 N,C,H,W). "
-                   "Writes CHECKPOINT's stem + .onnx unless -o is given.")
+                   "Writes CHECKPOINT's stem + .onnx unless -o is given. Given an .onnx file exported by "
+                   "fer-export and --with-preprocessing, writes its embeddable uint8-input graph (NAME.embed.onnx).")
 @click.argument("checkpoint", type=_path)
 @click.option("-o", "--output", type=_path, help="Output .onnx path.")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18 or newer).")
@@ -68,7 +77,7 @@ def main():
               help="'dynamic' or a fixed batch size.")
 @click.option("--with-preprocessing", is_flag=True,
               help="Graph takes raw uint8 grayscale crops (N,1,H,W), any H,W from 2 to 8192 px, and resizes "
-                   "and normalises inside.")
+                   "and normalises inside: the one file to embed (Node.js, browsers; see examples/).")
 @click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx: static QDQ int8, calibrated on --calib.")
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of real face images to calibrate int8 on (256 are sampled).")
@@ -85,6 +94,10 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, eval
          accept_drop, tta, data, json_out):
     from ..export import export, export_int8
 
+    if checkpoint.suffix.lower() == ".onnx":
+        _embed(checkpoint, output, with_preprocessing, int8 or tta != "none" or batch != "dynamic" or opset != 18,
+               data, json_out)
+        return
     if int8 and not calib:
         raise click.UsageError("--int8 needs --calib DIR (real face images to calibrate on)")
     if int8 and (with_preprocessing or batch != "dynamic"):
@@ -95,6 +108,17 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, eval
         results.append(_run(export_int8, checkpoint, results[0].path, calib, eval_data=eval_data, data=data,
                             max_drop_pp=max_drop, accept_drop=accept_drop, limit_per_class=eval_limit))
     _finish(results, json_out)
+
+
+def _embed(model, output, with_preprocessing, other_options, data, json_out):
+    """`fer-export onnx MODEL.onnx --with-preprocessing`: the embeddable uint8-input graph of an ONNX file."""
+    from ..export.embed import embed_onnx
+
+    if not with_preprocessing or other_options:
+        raise click.UsageError(f"{model} is already ONNX: the only thing to add is its preprocessing "
+                               "(--with-preprocessing, with -o/--data/--json); --int8/--tta/--batch/--opset "
+                               "take a checkpoint")
+    _finish([_run(embed_onnx, model, output, data=data)], json_out)
 
 
 @main.command(help="Export CHECKPOINT to TorchScript (traced, frozen; returns logits). "
@@ -131,7 +155,7 @@ def all_formats(checkpoint, tta, data, json_out):
 @_json
 @library_errors
 def verify(artifact, checkpoint, data, json_out):
-    from ..parity import verify as verify_artifact
+    from ..export.verify import verify as verify_artifact
 
     _finish([verify_artifact(artifact, checkpoint, data)], json_out)
 

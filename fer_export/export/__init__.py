@@ -15,87 +15,19 @@ file must never pass for the new one) and :class:`ParityError` is raised with th
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-import numpy as np
-
-from .. import __version__
 from ..errors import ArtifactError, ExportError, ParityError
-from ..spec import (META_INPUT, META_PARITY, META_PRECISION, META_SOURCE_SHA256, META_SPEC, META_TTA, META_VERSION,
-                    ModelSpec)
+from ..spec import INPUT_NORMALIZED, INPUT_UINT8, META_PARITY, META_TTA, ModelSpec
+from .artifact import TTA_MODES, Artifact, build_metadata
+from .onnx import export_onnx, load_onnx, stamp_onnx
+from .torchscript import export_torchscript, load_torchscript_artifact, stamp_torchscript
 
-INPUT_NORMALIZED, INPUT_UINT8 = "normalized", "uint8"
-#: Every metadata key an artifact may carry (TorchScript needs the names to read extra files back).
-METADATA_KEYS = (META_SPEC, META_VERSION, META_SOURCE_SHA256, META_INPUT, META_TTA, META_PRECISION, META_PARITY)
-
-
-@dataclass
-class Artifact:
-    """An exported model opened for checking: ``run(batch) -> {output name: array}``."""
-
-    path: Path
-    run: Callable[[np.ndarray], dict[str, np.ndarray]]
-    metadata: dict[str, str]
-    batch: int | None = None  # fixed batch size of the graph; None when the batch axis is dynamic
-
-    @property
-    def spec(self) -> ModelSpec:
-        if META_SPEC not in self.metadata:
-            raise ArtifactError(f"{self.path}: has no '{META_SPEC}' metadata; it was not exported by fer-export")
-        return ModelSpec.from_json(self.metadata[META_SPEC])
-
-    @property
-    def input_format(self) -> str:
-        return self.metadata.get(META_INPUT, INPUT_NORMALIZED)
-
-    @property
-    def precision(self) -> str:
-        return self.metadata.get(META_PRECISION, "fp32")
-
-
-#: What ``tta`` accepts: "none", "hflip" (average over the image and its mirror, inside the graph) or
-#: "tencrop" (four corner crops and the centre crop, and their mirrors; see ``preprocessing.ViewAverage``).
-TTA_MODES = ("none", "hflip", "tencrop")
-
-
-def build_metadata(spec: ModelSpec, source_sha256: str, *, input_format: str = INPUT_NORMALIZED,
-                   precision: str = "fp32", tta: str = "none") -> dict[str, str]:
-    """The contract every artifact carries (ONNX ``metadata_props`` / TorchScript extra files).
-    :func:`publish` adds ``META_PARITY`` once the checks have run."""
-    return {
-        META_SPEC: spec.to_json(),
-        META_VERSION: __version__,
-        META_SOURCE_SHA256: source_sha256,
-        META_INPUT: input_format,
-        META_TTA: tta,
-        META_PRECISION: precision,
-    }
-
-
-@contextlib.contextmanager
-def quiet_torch():
-    """Silence the deprecation chatter of torch.jit / torch.onnx that users cannot act on."""
-    import logging
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx|onnxscript")
-        loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
-        levels = [lg.level for lg in loggers]
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
+__all__ = ["FORMATS", "TTA_MODES", "Artifact", "ExportResult", "export", "export_int8", "open_artifact"]
 
 
 class Format(NamedTuple):
@@ -105,18 +37,11 @@ class Format(NamedTuple):
     stamp: Callable[[Path, dict], None]
 
 
-def _formats() -> dict[str, Format]:
-    from .onnx import export_onnx, load_onnx, stamp_onnx
-    from .torchscript import export_torchscript, load_torchscript_artifact, stamp_torchscript
-
-    return {
-        "onnx": Format(".onnx", export_onnx, load_onnx, stamp_onnx),
-        "torchscript": Format(".pt", export_torchscript, load_torchscript_artifact, stamp_torchscript),
-    }
-
-
-FORMATS = _formats()
-EXPORTERS = {name: f.export for name, f in FORMATS.items()}
+#: Export formats by name: one module each, with the same three functions.
+FORMATS: dict[str, Format] = {
+    "onnx": Format(".onnx", export_onnx, load_onnx, stamp_onnx),
+    "torchscript": Format(".pt", export_torchscript, load_torchscript_artifact, stamp_torchscript),
+}
 
 
 def format_of(path: str | Path) -> str:
@@ -231,6 +156,25 @@ def export(fmt: str, checkpoint: str | Path, output: str | Path | None = None, *
     return publish(fmt, tmp, final, metadata, model, spec, data)
 
 
+def int8_problems(source: Artifact) -> list[str]:
+    """Why an artifact cannot be the fp32 source of an int8 model: int8 is made only from a plain
+    (normalised-input, dynamic-batch) fp32 ONNX graph that passed its own parity check."""
+    problems = []
+    if source.path.suffix.lower() != FORMATS["onnx"].suffix or source.precision != "fp32":
+        problems.append(f"it must be an fp32 ONNX file, not {source.precision} {source.path.suffix}")
+    if source.input_format != INPUT_NORMALIZED:
+        problems.append("it takes uint8 crops (--with-preprocessing); int8 needs the plain graph")
+    if source.batch is not None:
+        problems.append(f"its batch is fixed at {source.batch}; int8 needs the dynamic-batch graph")
+    try:
+        passed = json.loads(source.metadata.get(META_PARITY, "{}")).get("passed") is True
+    except ValueError:
+        passed = False
+    if not passed:
+        problems.append("it has not passed its parity check; export the fp32 model first (fer-export onnx)")
+    return problems
+
+
 def export_int8(checkpoint: str | Path, fp32: str | Path, calib: str | Path, *, eval_data: str | Path | None = None,
                 data: str | Path | None = None, max_drop_pp: float | None = None, accept_drop: bool = False,
                 limit_per_class: int | None = None) -> ExportResult:
@@ -243,7 +187,11 @@ def export_int8(checkpoint: str | Path, fp32: str | Path, calib: str | Path, *, 
     from .quantize import MAX_ACCURACY_DROP_PP, judge, quantize_int8
 
     fp32 = Path(fp32)
-    tta = open_artifact(fp32).metadata.get(META_TTA, "none")
+    source = open_artifact(fp32)
+    problems = int8_problems(source)
+    if problems:
+        raise ExportError(f"{fp32}: cannot make an int8 model from this file: {'; '.join(problems)}")
+    tta = source.metadata.get(META_TTA, "none")
     model, spec = reference_model(checkpoint, tta)
     final = sibling(fp32, "int8")
     tmp = sibling(final, "tmp")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import ArtifactError, ExportError
 from ..spec import ModelSpec
-from . import Artifact, quiet_torch
+from .artifact import Artifact, quiet_torch
 
 #: Lowest opset the dynamo exporter implements; the default is the same.
 MIN_OPSET = 18

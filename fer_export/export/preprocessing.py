@@ -5,11 +5,14 @@
 :class:`WithPreprocessing` (``fer-export onnx --with-preprocessing``) moves the spec's preprocessing
 into the graph: it takes raw uint8 grayscale crops (N, 1, H, W) of any height and width from 2 to
 8192 px (one size per batch) and resizes them to ``spec.input_size`` with antialiased bilinear
-interpolation (PIL's ``BILINEAR`` filter, which torchvision's ``Resize`` runs on PIL images),
-rounds to whole gray levels as PIL's uint8 output does, scales to [0, 1] and normalises. Only the
-dynamo exporter exports ``antialias=True`` (as ``Resize(antialias=1)``). PIL's fixed-point
-arithmetic and the float resize differ by at most one gray level on some pixels, which is why its
-parity tolerance (:data:`fer_export.parity.PREPROCESSING`) is looser than plain fp32.
+interpolation (PIL's ``BILINEAR`` filter, which torchvision's ``Resize`` runs on PIL images) the way
+PIL does it: the width first, then the height, each pass rounded half up to whole gray levels (PIL
+keeps 8-bit pixels between its passes; one pass with round-half-to-even left a quarter of the pixels
+of a 48 -> 96 px resize one gray level off, which moved a trained model's probabilities by up to
+0.04). It then scales to [0, 1] and normalises. Only the dynamo exporter exports ``antialias=True``
+(as ``Resize(antialias=1)``). 48 -> 96 px now gives PIL's pixels exactly; at other ratios PIL's
+fixed-point filter weights still put some pixels one gray level off, which is why its parity
+tolerance (:data:`fer_export.parity.PREPROCESSING`) is looser than plain fp32.
 """
 from __future__ import annotations
 
@@ -77,7 +80,11 @@ class WithPreprocessing(LogitsAndProbs):
         self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x):
-        x = F.interpolate(x.float(), size=self.size, mode="bilinear", antialias=True, align_corners=False)
-        x = x.round().clamp(0, 255) / 255.0
+        x = x.float()
+        # PIL resizes the width, then the height, keeping 8-bit pixels (rounded half up) in between.
+        for size in ((x.shape[2], self.size[1]), self.size):
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+            x = torch.floor(x + 0.5).clamp(0, 255)
+        x = x / 255.0
         x = (x.expand(-1, self.channels, -1, -1) - self.mean) / self.std
         return super().forward(x)

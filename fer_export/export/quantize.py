@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, InputError
-from ..folders import labelled_images
+from ..folders import labelled_images, sample_images
 from ..preprocess import preprocess, read_gray
 from ..spec import ModelSpec
 
@@ -39,9 +39,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, spec: ModelSpec, calib: str |
     """Write a static QDQ int8 copy of the fp32 ONNX model at ``fp32_path``, calibrated on ``calib``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from ..parity import sample_crops
 
-    x = preprocess(sample_crops(calib, calib_images or CALIB_IMAGES, seed), spec)
+    x = preprocess([read_gray(p) for p in sample_images(calib, calib_images or CALIB_IMAGES, seed)], spec)
 
     class Reader(CalibrationDataReader):
         def __init__(self):

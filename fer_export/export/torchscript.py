@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..spec import ModelSpec
-from . import METADATA_KEYS, Artifact, quiet_torch
+from .artifact import METADATA_KEYS, Artifact, quiet_torch
 
 
 def export_torchscript(model, spec: ModelSpec, path: Path, metadata: dict[str, str]) -> None:

@@ -12,9 +12,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .errors import DependencyError, InputError
-from .preprocess import read_color
-from .report import labels_of, read_results
+from ..errors import DependencyError, InputError
+from ..preprocess import read_color
+from .results import labels_of, read_results
 from .sources import Source, open_video
 
 COLOR = (40, 220, 40)  # BGR
@@ -62,7 +62,7 @@ def annotate_sources(results: str | Path, sources: Sequence[Source], out_dir: st
 
 
 def _annotate_image(src: Source, rows, out_dir) -> Path:
-    out = output_path(out_dir, src.name)
+    out = output_path(out_dir, src.out_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(out.suffix, draw_faces(read_color(src.path), rows))
     if not ok:
@@ -74,7 +74,7 @@ def _annotate_image(src: Source, rows, out_dir) -> Path:
 
 def _annotate_video(src: Source, rows, out_dir) -> Path:
     """Every frame, with the faces of the latest sampled frame drawn, as an MPEG-4 .mp4."""
-    out = output_path(out_dir, src.name, ".mp4")
+    out = output_path(out_dir, src.out_name, ".mp4")
     out.parent.mkdir(parents=True, exist_ok=True)
     cap, fps, _ = open_video(src.path)
     per_frame = dict(tuple(rows[rows["frame"].notna()].groupby("frame")))
@@ -97,8 +97,9 @@ def _annotate_video(src: Source, rows, out_dir) -> Path:
     return out
 
 
-def plot_videos(results: str | Path, out_dir: str | Path) -> list[Path]:
-    """One PNG per video: each emotion's probability (mean over the frame's faces) against time."""
+def plot_videos(results: str | Path, out_dir: str | Path, sources: Sequence[Source] = ()) -> list[Path]:
+    """One PNG per video: each emotion's probability (mean over the frame's faces) against time, named
+    after the video's ``out_name`` (its name for sources not given)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -106,6 +107,7 @@ def plot_videos(results: str | Path, out_dir: str | Path) -> list[Path]:
         raise DependencyError("--plots needs matplotlib, which is not installed: pip install matplotlib") from exc
     df = read_results(results)
     labels = labels_of(df)
+    out_names = {s.name: s.out_name for s in sources}
     written = []
     for name, g in df[df["kind"] == "video"].groupby("source", sort=False):
         g = g[g["frame"].notna()]
@@ -120,7 +122,7 @@ def plot_videos(results: str | Path, out_dir: str | Path) -> list[Path]:
                xlim=(0, max(per_frame.index.max(), 1e-3)), title=name)
         ax.legend(loc="upper right", ncol=len(labels), fontsize=8)
         fig.tight_layout()
-        out = output_path(out_dir, name + ".png")
+        out = output_path(out_dir, out_names.get(name, name) + ".png")
         out.parent.mkdir(parents=True, exist_ok=True)
         FigureCanvasAgg(fig).print_png(str(out))
         written.append(out)

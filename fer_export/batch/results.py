@@ -1,10 +1,16 @@
 """The results CSV (schema, crash-safe writer, resume) and per-input summaries (torch-free).
 
 Crash safety: the rows of an input are appended together, the CSV is flushed and fsynced, and only
-then is a line ``{"source", "status", "end"}`` appended (and fsynced) to the journal
+then is a line ``{"source", "key", "status", "end"}`` appended (and fsynced) to the journal
 ``RESULTS.progress``. ``end`` is the CSV's byte length after that input. Resuming truncates the CSV
 to the last journalled ``end`` — dropping rows of an input that was cut off and any partial line a
-``kill -9`` left — and skips the journalled inputs.
+``kill -9`` left — and skips the journalled inputs. A journal line that cannot be read (a torn or
+damaged tail) ends the journal there: the inputs after it are done again.
+
+The journal's first line, ``{"run": {...}}``, records every setting that changes results (model
+and detector files by sha256, detector options, frame sampling); ``--resume`` refuses a run whose
+settings differ. One process at a time writes a results file: it holds a lock on ``RESULTS.lock``
+(which records its process id) for the whole run.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import FerExportError, InputError
 
 HEAD = ("source", "kind", "frame", "timestamp_s", "face", "track", "x", "y", "w", "h", "det_score",
         "emotion", "confidence")
@@ -48,7 +54,12 @@ def make_row(source: str, kind: str, labels: Sequence[str], *, frame: int | None
         emotion, conf, ps = labels[k], f"{probs[k]:.6f}", [f"{p:.6f}" for p in probs]
     return [source, kind, _num(frame, "d"), _num(t, ".3f"), _num(face, "d"), _num(track, "d"),
             *(_num(v, "d") for v in (x, y, w, h)), _num(det_score, ".4f"), emotion, conf, *ps,
-            status, " ".join(error.split())]
+            status, printable(" ".join(error.split()))]
+
+
+def printable(text: str) -> str:
+    """``text`` with the stand-ins of undecodable bytes (from file names) written as ``\\xHH``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def journal_path(results: str | Path) -> Path:
@@ -61,34 +72,78 @@ def _csv_line(row: Sequence[str]) -> str:
     return buf.getvalue()
 
 
+class OutputError(FerExportError):
+    """An output cannot be written (full disk, read-only folder, another run holds it)."""
+
+
+def write_failed(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {printable(str(path))}: {exc.strerror or exc}; the inputs finished so far are "
+                       "kept: free space or fix the folder, then rerun the same command with --resume")
+
+
+def lock_path(results: str | Path) -> Path:
+    return Path(str(results) + ".lock")
+
+
+def _lock(results: Path) -> int | None:
+    """Hold the lock of ``results`` (an open descriptor), or raise naming the process that holds it."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        return None
+    fd = os.open(lock_path(results), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise OutputError(f"{printable(str(results))} is being written by process {holder} (another fer-batch run); "
+                          "wait for it to finish or choose another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class ResultsWriter:
     """Appends the rows of finished inputs to the results CSV and journals each input as done.
 
-    ``done`` maps each source already finished (by an earlier, resumed run) to its status.
+    ``done`` maps each input already finished (by an earlier, resumed run) to its status, by its key
+    (the file's real path; journals of older versions have only its name). ``run`` is what the
+    journal's first line records; a resumed run must match it.
     """
 
-    def __init__(self, path: str | Path, header: Sequence[str], resume: bool = False, overwrite: bool = False):
+    def __init__(self, path: str | Path, header: Sequence[str], resume: bool = False, overwrite: bool = False,
+                 run: dict | None = None):
         self.path, self.journal = Path(path), journal_path(path)
+        self.done: dict[str, str] = {}
         head = _csv_line(header).encode()
         exists = self.path.is_file() and self.path.stat().st_size > 0
-        self.done: dict[str, str] = {}
-        if exists and resume:
-            end = self._recover(head)
-        elif exists and not overwrite:
+        if exists and not resume and not overwrite:
             raise InputError(f"{self.path} already exists; pass --resume to continue the run that wrote it, "
                              "or --overwrite to replace it")
-        else:
+        self._csv = self._log = self._lockfd = None
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_bytes(head)
-            self.journal.write_bytes(b"")
-            end = len(head)
-        self._csv = open(self.path, "r+b")
-        self._csv.truncate(end)
-        self._csv.seek(end)
-        self._log = open(self.journal, "ab")
-        _fsync(self._csv)
+            self._lockfd = _lock(self.path)
+            try:
+                if exists and resume:
+                    end = self._recover(head, run)
+                else:
+                    self.path.write_bytes(head)
+                    self.journal.write_bytes(b"" if run is None else _journal_line({"run": run}))
+                    end = len(head)
+                self._csv = open(self.path, "r+b")
+                self._csv.truncate(end)
+                self._csv.seek(end)
+                self._log = open(self.journal, "ab")
+                _fsync(self._csv)
+            except BaseException:
+                self.close()
+                raise
+        except OSError as exc:
+            raise write_failed(self.path, exc) from exc
 
-    def _recover(self, head: bytes) -> int:
+    def _recover(self, head: bytes, run: dict | None) -> int:
         """Read the journal; return the CSV length to keep."""
         if not self.journal.is_file():
             raise InputError(f"cannot resume {self.path}: its journal {self.journal} is missing, so which inputs "
@@ -99,36 +154,86 @@ class ResultsWriter:
             raise InputError(f"cannot resume {self.path}: its header differs from this model's columns "
                              f"({first.decode(errors='replace').strip()!r}); use another --out or --overwrite")
         end, good = len(head), 0
-        data = self.journal.read_bytes()
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # a partial line from a kill: that input was not committed
-            entry = json.loads(line)
-            self.done[entry["source"]] = entry["status"]
-            end, good = entry["end"], good + len(line)
+        for k, line in enumerate(self.journal.read_bytes().splitlines(keepends=True)):
+            entry = _journal_entry(line)
+            if entry is None:
+                break  # a torn or damaged line: the journal ends here, what follows is done again
+            if k == 0 and "run" in entry:
+                _check_same_run(self.path, entry["run"], run)
+            elif "run" not in entry:
+                self.done[entry.get("key") or entry["source"]] = entry["status"]
+                end = entry["end"]
+            good += len(line)
         if end > self.path.stat().st_size:
             raise InputError(f"cannot resume {self.path}: it is shorter than its journal says; rerun with --overwrite")
         with open(self.journal, "r+b") as f:
             f.truncate(good)
         return end
 
-    def commit(self, finished: Sequence[tuple[str, str, Sequence[Sequence[str]]]]) -> None:
-        """Write ``(source, status, rows)`` for each finished input, then journal them, both fsynced."""
+    def is_done(self, key: str, name: str) -> bool:
+        return key in self.done or name in self.done
+
+    def status_of(self, key: str, name: str) -> str:
+        return self.done.get(key) or self.done[name]
+
+    def commit(self, finished: Sequence[tuple[str, str, str, Sequence[Sequence[str]]]]) -> None:
+        """Write ``(source name, key, status, rows)`` for each finished input, then journal them, both fsynced."""
         if not finished:
             return
-        ends = []
-        for source, status, rows in finished:
-            self._csv.write("".join(_csv_line(r) for r in rows).encode())
-            ends.append((source, status, self._csv.tell()))
-        _fsync(self._csv)
-        self._log.write(b"".join(json.dumps({"source": s, "status": st, "end": e}).encode() + b"\n"
-                                 for s, st, e in ends))
-        _fsync(self._log)
-        self.done.update((s, st) for s, st, _ in ends)
+        try:
+            ends = []
+            for source, key, status, rows in finished:
+                self._csv.write("".join(_csv_line(r) for r in rows).encode())
+                ends.append((source, key, status, self._csv.tell()))
+            _fsync(self._csv)
+            self._log.write(b"".join(_journal_line({"source": s, "key": k, "status": st, "end": e})
+                                     for s, k, st, e in ends))
+            _fsync(self._log)
+        except OSError as exc:
+            raise write_failed(self.path, exc) from exc
+        self.done.update((k, st) for _, k, st, _ in ends)
 
     def close(self) -> None:
-        self._csv.close()
-        self._log.close()
+        for f in (self._csv, self._log):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError:
+                pass  # what was committed is fsynced already; the rest is redone by --resume
+        if self._lockfd is not None:
+            os.close(self._lockfd)
+            self._lockfd = None
+
+
+def _journal_line(entry: dict) -> bytes:
+    return json.dumps(entry).encode() + b"\n"
+
+
+def _journal_entry(line: bytes) -> dict | None:
+    """A journal line's entry, or None when the line is torn or damaged."""
+    if not line.endswith(b"\n"):
+        return None  # a partial line from a kill: that input was not committed
+    try:
+        entry = json.loads(line)
+    except ValueError:  # garbage, NUL bytes, invalid UTF-8
+        return None
+    if not isinstance(entry, dict):
+        return None
+    if "run" in entry:
+        return entry if isinstance(entry["run"], dict) else None
+    ok = (isinstance(entry.get("source"), str) and entry.get("status") in STATUSES
+          and isinstance(entry.get("end"), int) and entry["end"] > 0)
+    return entry if ok else None
+
+
+def _check_same_run(path: Path, recorded: dict, run: dict | None) -> None:
+    if run is None:
+        return
+    changed = [f"{k} {recorded.get(k)!r} -> {run.get(k)!r}" for k in sorted(set(recorded) | set(run))
+               if recorded.get(k) != run.get(k)]
+    if changed:
+        raise InputError(f"cannot resume {path}: it was started with other settings ({'; '.join(changed)}); "
+                         "rerun with those settings, or use another --out (or --overwrite) for the new ones")
 
 
 def _fsync(f) -> None:
@@ -215,6 +320,7 @@ class BatchReport:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds (summed over threads)
     outputs: list[Path] = field(default_factory=list)  # summary, plots, annotated copies
+    skipped: list = field(default_factory=list)  # sources.Skipped: files in folders that are not inputs
 
     @property
     def return_code(self) -> int:
@@ -227,5 +333,8 @@ class BatchReport:
                f"{self.frames} images/frames, {self.faces} faces in {self.seconds:.1f} s ({rate:.1f} frames/s) "
                f"on {self.provider}, detector {self.detector}",
                f"results: {self.results}"]
+        if self.skipped:
+            out.append(f"skipped {len(self.skipped)} files in the input folders that are not images or videos:")
+            out += [f"  skipped {s.path}: {s.reason}" for s in self.skipped]
         out += [f"FAILED {s}: {e}" for s, e in self.failed]
         return out

@@ -1,0 +1,143 @@
+"""What a batch run is asked to do: one frozen config that owns every default and every either/or rule.
+
+:class:`WorkConfig` is what turns one input into faces and probabilities (model, provider, detector,
+frame sampling); it is all a Dask worker receives, and, being hashable, the key under which a
+worker keeps its loaded model. :class:`BatchConfig` adds what one run reads and writes. Both are
+validated once, when they are made, so a Python caller meets the same rules as the CLI, which
+reads its defaults from here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import InputError
+from ..runtime import DEFAULT_BATCH_SIZE, PROVIDERS
+
+DETECTORS = ("auto", "yunet", "haar", "none")
+#: Long sides (px) an image is downscaled to for detection. YuNet misses very large close-up faces
+#: at full resolution and costs ~5x more at 1280 than at 640; add 1280 for crowds of small faces.
+DET_SIZES = (640,)
+#: Lowest YuNet score threshold accepted: below it, textures become "faces" by the hundred.
+MIN_DET_THRESHOLD = 0.1
+#: Smallest long side (px) a detection scale may have.
+MIN_DET_SIZE = 64
+#: Decode/detect threads of the local runner.
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkConfig:
+    """How each input is turned into rows: the model, the detector and the frames to use."""
+
+    model: str | None = None  # exported ONNX model; None = the bundled one (of the process that loads it)
+    provider: str = "auto"  # onnxruntime provider: auto | cpu | cuda
+    batch_size: int = DEFAULT_BATCH_SIZE  # face crops per model call, gathered across files and frames
+    threads: int | None = None  # onnxruntime intra-op threads; None = half the CPUs with a detector, else all
+    detector: str = "auto"  # auto (YuNet, bundled; Haar only if its file is missing) | yunet | haar | none
+    yunet_model: str | None = None  # YuNet .onnx; None = $FER_YUNET_MODEL, the user cache or the bundled file
+    det_threshold: float = 0.7  # YuNet score threshold
+    det_sizes: tuple[int, ...] = DET_SIZES  # long sides (px) images are scaled to for detection
+    min_face: int = 20  # faces whose box is smaller (source px, shorter side) are ignored
+    max_faces: int | None = None  # keep at most this many faces per image or frame, the largest; None = all
+    crop: str = "auto"  # auto (as the model's spec frames faces, else box) | box (a square around the box, 10 % margin)
+    every_n: int | None = None  # use every n-th video frame; None = every frame (or --video-fps)
+    video_fps: float | None = None  # or: this many frames per second of video
+
+    def __post_init__(self):
+        for name in ("model", "yunet_model"):  # paths travel as strings: hashable, picklable
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, str(value))
+        object.__setattr__(self, "det_sizes", tuple(int(s) for s in self.det_sizes))
+        _raise(_work_problems(self))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchConfig:
+    """One batch run: its inputs, its outputs and how it treats an earlier run's results."""
+
+    inputs: tuple[Path, ...]  # files and folders (searched recursively)
+    out: Path  # results CSV
+    work: WorkConfig = field(default_factory=WorkConfig)  # what each input goes through
+    workers: int = DEFAULT_WORKERS  # local decode/detect threads
+    resume: bool = False  # continue an interrupted run writing to `out`
+    overwrite: bool = False  # replace an existing `out`
+    summary: Path | None = None  # per-input (and per-track) summary CSV
+    annotate: Path | None = None  # folder for copies with boxes and labels drawn
+    plots: Path | None = None  # folder for emotion-over-time plots of videos
+    progress: bool | None = None  # tqdm bar; None = only on a terminal
+
+    def __post_init__(self):
+        if isinstance(self.out, str) and self.out.endswith(("/", os.sep)):  # Path() would drop the slash
+            raise InputError(f"--out {self.out} names a folder; give the results file's name, e.g. {self.out}results.csv")
+        object.__setattr__(self, "inputs", tuple(Path(p) for p in self.inputs))
+        for name in ("out", "summary", "annotate", "plots"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        _raise(_batch_problems(self))
+
+    @classmethod
+    def build(cls, inputs: Sequence[str | Path], out: str | Path, **options: Any) -> "BatchConfig":
+        """A config from flat options (the CLI's, or a caller's): each goes to the part that owns it.
+        Options given as None keep their default."""
+        work_names = {f.name for f in fields(WorkConfig)}
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = set(given) - work_names - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(f"unknown batch options {sorted(unknown)}")
+        work = WorkConfig(**{k: v for k, v in given.items() if k in work_names})
+        return cls(inputs=tuple(inputs), out=out, work=work,
+                   **{k: v for k, v in given.items() if k not in work_names})
+
+
+def _raise(problems: list[str]) -> None:
+    if problems:
+        raise InputError("; ".join(problems))
+
+
+def _work_problems(c: WorkConfig) -> list[str]:
+    p = []
+    if c.provider not in PROVIDERS:
+        p.append(f"provider must be one of {PROVIDERS}, got {c.provider!r}")
+    if c.detector not in DETECTORS:
+        p.append(f"detector must be one of {DETECTORS}, got {c.detector!r}")
+    if c.batch_size < 1:
+        p.append(f"batch size must be at least 1, got {c.batch_size}")
+    if c.threads is not None and c.threads < 1:
+        p.append(f"threads must be at least 1, got {c.threads}")
+    if not MIN_DET_THRESHOLD <= c.det_threshold <= 1:
+        p.append(f"detection threshold must be in [{MIN_DET_THRESHOLD}, 1], got {c.det_threshold}")
+    if not c.det_sizes or min(c.det_sizes) < MIN_DET_SIZE:
+        p.append(f"detection sizes must be at least {MIN_DET_SIZE} px, got {list(c.det_sizes)}")
+    if c.min_face < 0:
+        p.append(f"min face must be >= 0, got {c.min_face}")
+    if c.max_faces is not None and c.max_faces < 1:
+        p.append(f"max faces must be at least 1, got {c.max_faces}")
+    if c.crop not in ("auto", "box"):
+        p.append(f"crop must be auto or box, got {c.crop!r}")
+    if c.every_n is not None and c.video_fps is not None:
+        p.append("use either --every-n or --video-fps, not both")
+    if c.every_n is not None and c.every_n < 1:
+        p.append(f"every n must be at least 1, got {c.every_n}")
+    if c.video_fps is not None and not c.video_fps > 0:
+        p.append(f"video fps must be positive, got {c.video_fps}")
+    return p
+
+
+def _batch_problems(c: BatchConfig) -> list[str]:
+    p = []
+    if not c.inputs:
+        p.append("no inputs given")
+    if c.resume and c.overwrite:
+        p.append("use either --resume or --overwrite, not both")
+    if c.workers < 1:
+        p.append(f"workers must be at least 1, got {c.workers}")
+    return p
+
+
+#: The defaults, for help texts.
+WORK_DEFAULTS = WorkConfig()

@@ -1,0 +1,259 @@
+"""Face detectors (torch-free): YuNet (``cv2.FaceDetectorYN``) and OpenCV's Haar cascade.
+
+``open_detector(work_config, framing)`` returns an object with ``.name``, ``.path``,
+``.detect(bgr) -> list[Face]`` (boxes, and YuNet's landmarks, in the pixels of the image passed in)
+and ``.crop(image, face)`` (the face framed as the model's training crops were, see
+:func:`frame_face`), or None for ``detector="none"``. Detectors are safe to share between threads:
+each thread gets its own OpenCV object.
+
+YuNet's model file (OpenCV zoo, MIT licence, 230 KB) ships with the package, so ``auto`` and ``yunet``
+work on a fresh install; nothing is ever downloaded. The file used is, in order: ``--yunet-model``,
+``$FER_YUNET_MODEL``, ``~/.cache/fer-export/face_detection_yunet_2026may.onnx`` (under
+``$XDG_CACHE_HOME`` when set), the bundled file. Any YuNet file ``cv2.FaceDetectorYN`` loads will do.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import ArtifactError, DependencyError
+from ..preprocess import to_gray
+from ..spec import Framing
+from .config import DET_SIZES, WorkConfig
+
+YUNET_FILE = "face_detection_yunet_2026may.onnx"
+YUNET_ENV = "FER_YUNET_MODEL"
+#: The YuNet file shipped in the package (licence: LICENSE-yunet.txt beside it).
+BUNDLED_YUNET = Path(__file__).resolve().parents[1] / "models" / YUNET_FILE
+#: A crop extends the detected box by this fraction of its longer side on every side, made square
+#: (for models whose spec has no framing).
+CROP_MARGIN = 0.1
+#: Smallest and largest side (px) of a framed crop; it is cut at the face's own resolution within these.
+FRAMED_SIDES = (16, 1024)
+NMS_IOU = 0.3
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face: box in source pixels (x, y = top-left corner), the detector's score and, from
+    YuNet, its five landmarks (x, y each, source pixels, in :data:`~fer_export.spec.LANDMARKS` order)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float | None = None
+    landmarks: tuple[float, ...] | None = None
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return self.x, self.y, self.w, self.h
+
+
+def yunet_cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fer-export" / YUNET_FILE
+
+
+def find_yunet_model(explicit: str | Path | None = None) -> Path | None:
+    """The YuNet model file: ``explicit``, else ``$FER_YUNET_MODEL``, else the user cache file, else the
+    bundled one; None only in an install that lost its bundled file."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no such YuNet model file (--yunet-model)")
+        return path
+    env = os.environ.get(YUNET_ENV)
+    if env:
+        if not Path(env).is_file():
+            raise ArtifactError(f"{env}: no such YuNet model file (${YUNET_ENV})")
+        return Path(env)
+    for path in (yunet_cache_path(), BUNDLED_YUNET):
+        if path.is_file():
+            return path
+    return None
+
+
+def _yunet_missing() -> str:
+    return (f"YuNet's model file is missing from this install ({BUNDLED_YUNET}); reinstall fer-export, or "
+            f"pass --yunet-model PATH, set ${YUNET_ENV} or copy {YUNET_FILE} (OpenCV zoo, "
+            f"models/face_detection_yunet) to {yunet_cache_path()}; or use --detector haar")
+
+
+def scaled(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
+    """``image`` downscaled so its long side is at most ``long_side``, and the scale applied."""
+    h, w = image.shape[:2]
+    s = min(1.0, long_side / max(h, w))
+    if s == 1.0:
+        return image, 1.0
+    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
+
+
+class _Detector:
+    """Shared logic: multi-scale detection, boxes mapped back to source pixels, NMS, size filter,
+    and the ``max_faces`` largest faces kept (in the usual left-to-right order)."""
+
+    name = ""
+    path: Path | None = None
+
+    def __init__(self, sizes=DET_SIZES, min_face: int = 0, max_faces: int | None = None,
+                 framing: Framing | None = None):
+        self.sizes = tuple(sorted(set(int(s) for s in sizes)))
+        self.min_face = int(min_face)
+        self.max_faces = max_faces
+        self.framing = framing  # how crop() frames a face; None = crop_face's square around the box
+        self._local = threading.local()
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        boxes, scores, marks = [], [], []
+        for size in self.sizes:
+            small, s = scaled(image, size)
+            for (x, y, w, h), score, points in self._detect(small):
+                boxes.append([x / s, y / s, w / s, h / s])
+                scores.append(score)
+                marks.append(None if points is None else tuple(round(float(v) / s, 2) for v in points))
+            if s == 1.0:  # larger sizes would see the same pixels
+                break
+        faces = [_clip(b, sc, image.shape, m) for b, sc, m in zip(boxes, scores, marks)]
+        faces = [f for f in faces if f is not None and min(f.w, f.h) >= self.min_face]
+        if len(self.sizes) > 1 and len(faces) > 1:
+            keep = cv2.dnn.NMSBoxes([list(f.box) for f in faces], [f.score or 1.0 for f in faces], 0.0, NMS_IOU)
+            faces = [faces[i] for i in sorted(np.asarray(keep).ravel().tolist())]
+        if self.max_faces is not None and len(faces) > self.max_faces:
+            faces = sorted(faces, key=lambda f: f.w * f.h, reverse=True)[:self.max_faces]
+        return sorted(faces, key=lambda f: (f.x, f.y))
+
+    def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """``face`` of ``image`` as a gray crop, framed as this detector was set up to (:func:`frame_face`)."""
+        return frame_face(image, face, self.framing)
+
+    def _detect(self, image: np.ndarray) -> list[tuple[tuple[float, ...], float | None, tuple | None]]:
+        """``(box, score, landmarks)`` of each face in ``image``'s pixels; score and landmarks may be None."""
+        raise NotImplementedError
+
+
+class YuNetDetector(_Detector):
+    name = "yunet"
+
+    def __init__(self, model: str | Path, threshold: float, **kw):
+        super().__init__(**kw)
+        self.path, self.threshold = Path(model), float(threshold)
+        self._net()  # fail now, not in a worker thread
+
+    def _net(self):
+        net = getattr(self._local, "net", None)
+        if net is None:
+            try:
+                net = cv2.FaceDetectorYN.create(str(self.path), "", (320, 320), self.threshold, NMS_IOU, 5000)
+            except cv2.error as exc:
+                raise ArtifactError(f"{self.path}: OpenCV cannot load this YuNet model: {exc}") from exc
+            self._local.net = net
+        return net
+
+    def _detect(self, image):
+        net = self._net()
+        net.setInputSize((image.shape[1], image.shape[0]))
+        _, found = net.detect(image)
+        return [] if found is None else [(tuple(r[:4]), float(r[14]), tuple(r[4:14])) for r in found]
+
+
+class HaarDetector(_Detector):
+    """OpenCV 4.x's frontal-face Haar cascade (scaleFactor 1.1, minNeighbors 5, minSize 30)."""
+
+    name = "haar"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+            raise DependencyError(
+                f"OpenCV {cv2.__version__} has no Haar cascades (removed in OpenCV 5): "
+                "pip install 'opencv-python-headless<5', or use --detector yunet")
+        self.path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        if not self.path.is_file():
+            raise DependencyError(f"{self.path}: Haar cascade file missing from this OpenCV install; "
+                                  "reinstall opencv-python-headless<5 or use --detector yunet")
+        self._cascade()
+
+    def _cascade(self):
+        cascade = getattr(self._local, "cascade", None)
+        if cascade is None:
+            cascade = self._local.cascade = cv2.CascadeClassifier(str(self.path))
+        return cascade
+
+    def _detect(self, image):
+        found = self._cascade().detectMultiScale(to_gray(image), scaleFactor=1.1, minNeighbors=5, minSize=(30, 30))
+        return [(tuple(b), None, None) for b in found]
+
+
+def open_detector(config: WorkConfig = WorkConfig(), framing: Framing | None = None):
+    """The detector ``config.detector`` asks for, set up as ``config`` says; ``auto`` is YuNet (its file
+    is bundled), Haar only in an install without it. ``none`` returns None (every image is classified whole).
+    Its crops follow ``framing`` (the model's) unless ``config.crop`` is ``box``."""
+    if config.detector == "none":
+        return None
+    kw = dict(sizes=config.det_sizes, min_face=config.min_face, max_faces=config.max_faces,
+              framing=None if config.crop == "box" else framing)
+    path = find_yunet_model(config.yunet_model)
+    if config.detector == "yunet" and path is None:
+        raise ArtifactError(_yunet_missing())
+    if path is not None and config.detector in ("auto", "yunet"):
+        return YuNetDetector(path, config.det_threshold, **kw)
+    return HaarDetector(**kw)
+
+
+def _clip(box, score, shape, landmarks=None) -> Face | None:
+    x, y, w, h = box
+    H, W = shape[:2]
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(W, int(round(x + w))), min(H, int(round(y + h)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return Face(x0, y0, x1 - x0, y1 - y0, None if score is None else round(float(score), 4), landmarks)
+
+
+def crop_face(image: np.ndarray, face: Face, margin: float = CROP_MARGIN) -> np.ndarray:
+    """The face as a uint8 gray crop: a square around the box, ``margin`` added, clipped to the image."""
+    side = max(face.w, face.h) * (1 + 2 * margin)
+    cx, cy = face.x + face.w / 2, face.y + face.h / 2
+    H, W = image.shape[:2]
+    x0, y0 = max(0, int(round(cx - side / 2))), max(0, int(round(cy - side / 2)))
+    x1, y1 = min(W, int(round(cx + side / 2))), min(H, int(round(cy + side / 2)))
+    return to_gray(image[y0:y1, x0:x1])
+
+
+def frame_face(image: np.ndarray, face: Face, framing: Framing | None) -> np.ndarray:
+    """The face as a uint8 gray crop framed as the model's training crops were: without a framing,
+    :func:`crop_face`; with one, a square warped by the similarity that takes the face's landmarks
+    nearest to the framing's (a box-only face: the square ``framing.box`` places around its box), at
+    the face's own resolution, the image's edge pixels repeated where the square leaves it."""
+    if framing is None:
+        return crop_face(image, face)
+    if face.landmarks is not None:
+        unit = similarity(np.reshape(face.landmarks, (-1, 2)), np.reshape(framing.landmarks, (-1, 2)))
+    else:
+        dx, dy, scale = framing.box
+        side = scale * max(face.w, face.h)
+        x0 = face.x + face.w / 2 + dx * max(face.w, face.h) - side / 2
+        y0 = face.y + face.h / 2 + dy * max(face.w, face.h) - side / 2
+        unit = np.array([[1 / side, 0, -x0 / side], [0, 1 / side, -y0 / side]])
+    side = int(np.clip(round(1 / np.hypot(*unit[:, 0])), *FRAMED_SIDES))  # source px per crop side
+    return cv2.warpAffine(to_gray(image), unit * side, (side, side), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 rotation + uniform scale + translation that takes points ``src`` (N, 2) nearest to
+    ``dst`` in the least-squares sense (Umeyama 1991; deterministic, unlike RANSAC fits)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    s, d = src - ms, dst - md
+    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
+    flip = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rot = u @ flip @ vt
+    scale = np.trace(np.diag(sig) @ flip) / max((s ** 2).sum() / len(src), 1e-12)
+    return np.hstack([scale * rot, (md - scale * rot @ ms)[:, None]])

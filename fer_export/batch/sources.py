@@ -1,0 +1,275 @@
+"""Batch inputs (torch-free): image and video files found under the paths a user gives, and frames.
+
+A file given explicitly is always an input (a video by its extension, else an image, so a wrong
+file gives an error row rather than vanishing); folders are searched recursively for the known
+extensions; what a folder holds besides is listed as skipped, with the reason. ``Source.name`` is
+the path as given, or ``FOLDER/relative/path`` for files found in a folder, escaped by
+:func:`escape_name` so that any file name (even one that is not valid UTF-8) fits the CSV.
+``Source.key`` is the file's real path: ``--resume`` recognises a finished input by it, however
+its path is spelled.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+from ..folders import IMAGE_EXTENSIONS
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+#: Images with both sides at most this many pixels are taken to be face crops (FER2013 crops are
+#: 48x48) and are classified whole, without face detection.
+CROP_MAX_SIDE = 64
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path  # the file to read
+    name: str  # what the CSV's `source` column says (escape_name of the path as given)
+    kind: str  # "image" or "video"
+    key: str = ""  # the file's real path: the same file however it was named (resume matches on it)
+    out_name: str = ""  # relative path of its annotated copy or plot: FOLDER-NAME/relative/path
+
+
+def kind_of(path: Path) -> str:
+    return "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"
+
+
+def escape_name(path: str | Path) -> str:
+    """A path as text that is always valid UTF-8 and can be turned back into the path's bytes: a
+    backslash is written twice, and each byte that is not part of valid UTF-8 as ``\\xHH``
+    (:func:`unescape_name` reverses it)."""
+    out = []
+    for ch in os.fsdecode(os.fsencode(path)):
+        if ch == "\\":
+            out.append("\\\\")
+        elif "\udc80" <= ch <= "\udcff":  # os.fsdecode's stand-in for an undecodable byte
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def unescape_name(text: str) -> bytes:
+    """The bytes of the path that :func:`escape_name` wrote as ``text``."""
+    out, i = bytearray(), 0
+    while i < len(text):
+        if text.startswith("\\\\", i):
+            out += b"\\"
+            i += 2
+        elif text.startswith("\\x", i):
+            out.append(int(text[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out += text[i].encode()
+            i += 1
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str  # escaped, as in the CSV
+    reason: str
+
+
+def collect_sources(inputs: Sequence[str | Path], skipped: list[Skipped] | None = None) -> list[Source]:
+    """Every input file, in the order given, folders expanded recursively in sorted order.
+
+    A path that does not exist raises :class:`InputError`; a file listed twice is kept once. Files
+    inside folders that are not inputs (other types, broken or looping links) are appended to
+    ``skipped`` with the reason.
+    """
+    out, seen, outs = [], set(), set()
+    for given in inputs:
+        root = Path(given)
+        if root.is_dir():
+            items = []
+            base = root.resolve().name or "root"
+            for p in sorted(root.rglob("*")):
+                reason = _not_an_input(p)
+                if reason and skipped is not None and reason != "folder":
+                    skipped.append(Skipped(escape_name(p), reason))
+                if not reason:
+                    rel = p.relative_to(root)
+                    items.append((p, os.path.join(str(given), str(rel)), os.path.join(base, str(rel))))
+        elif root.exists():
+            items = [(root, str(given), root.name)]
+        else:
+            raise InputError(f"{escape_name(given)}: no such file or folder")
+        for path, name, out_name in items:
+            key = os.path.realpath(path)
+            if key in seen:
+                continue
+            seen.add(key)
+            out_name = escape_name(out_name)
+            while out_name in outs:  # two inputs of the same name from different places
+                stem, dot, ext = out_name.rpartition(".")
+                out_name = f"{stem}_{len(outs)}.{ext}" if dot else f"{out_name}_{len(outs)}"
+            outs.add(out_name)
+            out.append(Source(path, escape_name(name), kind_of(path), key, out_name))
+    return out
+
+
+def _not_an_input(path: Path) -> str:
+    """Why a path found in a folder is not an input ("" when it is one)."""
+    try:
+        if path.is_dir():
+            return "folder"
+        if not path.is_file():
+            return "broken or looping link" if path.is_symlink() else "not a regular file"
+    except OSError as exc:  # a symlink loop, a permission problem
+        return f"unreadable: {exc.strerror}"
+    if path.suffix.lower() not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+        return f"not an image or video type ({path.suffix.lower() or 'no extension'})"
+    return ""
+
+
+def is_face_crop(image: np.ndarray) -> bool:
+    return max(image.shape[:2]) <= CROP_MAX_SIDE
+
+
+@dataclass(frozen=True)
+class FrameSampler:
+    """Which video frames to use: every ``every_n``-th, or ``fps`` frames per second of video."""
+
+    every_n: int = 1
+    fps: float | None = None
+
+    def __post_init__(self):
+        if self.every_n < 1 or (self.fps is not None and self.fps <= 0):
+            raise InputError(f"need every_n >= 1 and fps > 0, got every_n={self.every_n}, fps={self.fps}")
+
+    def picks(self, video_fps: float) -> Iterator[bool]:
+        """An endless stream saying, frame by frame, whether to use it."""
+        step = self.every_n if self.fps is None or video_fps <= 0 else max(1.0, video_fps / self.fps)
+        i, nxt = 0, 0.0
+        while True:
+            take = i >= nxt - 1e-9
+            if take:
+                nxt += step
+            yield take
+            i += 1
+
+
+def open_video(path: str | Path):
+    """An opened ``cv2.VideoCapture``, its fps and its frame count (0 when unknown)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes); re-copy or remove it")
+    cap = _capture(path)
+    if not cap.isOpened():
+        cap.release()
+        raise InputError(f"{path}: cannot open this video (corrupt, truncated or an unsupported codec)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    return cap, fps, max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+
+
+def _capture(path: Path) -> cv2.VideoCapture:
+    """``cv2.VideoCapture`` on ``path``. OpenCV crashes on a path that is not valid UTF-8, so such a
+    file is opened through a link of a plain name, removed once the file is open."""
+    try:
+        str(path).encode("utf-8")
+        return cv2.VideoCapture(str(path))
+    except UnicodeEncodeError:
+        pass
+    folder = tempfile.mkdtemp(prefix="fer-batch-")
+    try:
+        link = os.path.join(folder, "video" + "".join(c for c in path.suffix if c.isascii()))
+        os.symlink(os.path.abspath(os.fsencode(path)), os.fsencode(link))
+        return cv2.VideoCapture(link)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class FrameRange:
+    """The sampled frames ``start`` to ``stop`` (None = the end) of a video, as ``(index, timestamp in s,
+    BGR frame)``. ``start`` is reached by seeking (OpenCV's FFmpeg backend seeks to the keyframe before
+    it and decodes forward) or, with ``seek=False``, by decoding every frame before it. Frames are
+    sampled as if decoding had begun at frame 0.
+
+    After iterating: ``end`` is the index after the last frame grabbed, ``count`` the frame count the
+    container declares (0 = unknown), and ``after`` the frame just past ``stop`` when there is one.
+    """
+
+    def __init__(self, path: str | Path, sampler: FrameSampler = FrameSampler(), start: int = 0,
+                 stop: int | None = None, seek: bool = True):
+        self.path, self.sampler, self.start, self.stop, self.seek = Path(path), sampler, start, stop, seek
+        self.end, self.count, self.after = start, 0, None
+
+    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        cap, fps, self.count = open_video(self.path)
+        try:
+            if self.start and self.seek:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, self.start)
+                reached = True
+            else:
+                reached = all(cap.grab() for _ in range(self.start))  # False: the video ends before start
+            picks = self.sampler.picks(fps)
+            for _ in range(self.start):
+                next(picks)
+            i = self.start
+            while reached and (self.stop is None or i < self.stop):
+                if not cap.grab():
+                    break
+                if next(picks):
+                    ok, frame = cap.retrieve()
+                    if not ok:
+                        break
+                    self.end = i
+                    yield i, (i / fps if fps > 0 else 0.0), frame
+                i += 1
+                self.end = i
+            if reached and self.stop is not None and i == self.stop and cap.grab():
+                ok, frame = cap.retrieve()
+                self.after = frame if ok else None
+        finally:
+            cap.release()
+
+    def error(self) -> str:
+        """After iterating: the error if decoding stopped before the end the container declares."""
+        return decode_error(self.path, self.end, self.count)
+
+
+def iter_frames(path: str | Path, sampler: FrameSampler = FrameSampler()) -> Iterator[tuple[int, float, np.ndarray]]:
+    """``(frame index, timestamp in s, BGR frame)`` for the sampled frames of a video.
+
+    Frames that decode are yielded; if the video stops before the frame count its container
+    declares, :class:`InputError` is raised after the last good frame (a truncated file).
+    """
+    frames = FrameRange(path, sampler)
+    yield from frames
+    error = frames.error()
+    if error:
+        raise InputError(error)
+
+
+def decode_error(path: str | Path, decoded: int, count: int) -> str:
+    """The error for a video whose decoding stopped after ``decoded`` frames of the ``count`` its
+    container declares; empty when it reached the end."""
+    if decoded == 0:
+        return f"{path}: no frame could be decoded (corrupt or unsupported codec)"
+    if count and decoded < count - 1:  # containers may round the count by one
+        return f"{path}: decoding stopped at frame {decoded} of {count}; the file is truncated or corrupt"
+    return ""
+
+
+def count_frames(source: Source, sampler: FrameSampler) -> int:
+    """How many items a source will yield (for the progress bar); 1 for images, a guess for videos."""
+    if source.kind != "video":
+        return 1
+    try:
+        cap, fps, count = open_video(source.path)
+        cap.release()
+    except InputError:
+        return 1
+    picks = sampler.picks(fps)
+    return max(1, sum(next(picks) for _ in range(count)))

@@ -1,0 +1,311 @@
+"""The layer both runners share (torch-free): loading the model and detector, the per-input work
+(decode -> detect -> crop -> classify), the rows of an input, the ordered commit, and the prologue,
+progress bar and epilogue of a run.
+
+:mod:`.local` (threads) and :mod:`.dask` (a cluster) differ only in where this work runs and how
+finished inputs reach the committer; neither imports the other.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import ArtifactError, InputError
+from ..preprocess import read_color, read_gray, to_gray
+from ..runtime import DEFAULT_MODEL, EmotionClassifier
+from .config import BatchConfig, WorkConfig
+from .faces import Face, open_detector
+from .annotate import output_path
+from .results import (BatchReport, OutputError, ResultsWriter, columns, journal_path, lock_path, make_row,
+                      source_status, summarize)
+from .sources import FrameSampler, Source, collect_sources, count_frames, escape_name, is_face_crop
+
+Log = Callable[[str], None]
+
+
+# ---- models --------------------------------------------------------------------------------------
+
+def resolve_model(model: str | Path | None) -> Path:
+    """The model file to load: the given one, else the bundled one."""
+    if model is not None:
+        return Path(model)
+    if not DEFAULT_MODEL.is_file():
+        raise ArtifactError(f"no bundled model in this install ({DEFAULT_MODEL} is missing); pass --model PATH, "
+                            "an ONNX model exported with `fer-export onnx`")
+    return DEFAULT_MODEL
+
+
+def open_models(work: WorkConfig) -> tuple[EmotionClassifier, object]:
+    """The classifier and the detector (None for ``detector="none"``) that ``work`` asks for, the
+    detector cropping faces as the model's spec frames them. The session's idle threads sleep rather
+    than spin: decoding and detection need the same cores."""
+    clf = EmotionClassifier(resolve_model(work.model), work.provider, work.batch_size, model_threads(work),
+                            spin=False)
+    return clf, open_detector(work, clf.spec.framing)
+
+
+def model_threads(work: WorkConfig) -> int | None:
+    """onnxruntime's intra-op threads: ``work.threads`` if set; else, with a detector, half the CPUs
+    (at least one), leaving the rest to decoding and detection, which cost about as much per face as
+    the model; without one, onnxruntime's default (every core): decoding crops is cheap."""
+    if work.threads is not None or work.detector == "none":
+        return work.threads
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cpus // 2)
+
+
+def describe(clf: EmotionClassifier, detector) -> dict:
+    """What loaded, for the run's first line and its report (picklable: a Dask worker sends it)."""
+    return {"labels": list(clf.labels), "provider": clf.provider, "model": str(clf.path),
+            "detector": detector.name if detector else "none", "detector_path": str(detector.path) if detector else ""}
+
+
+def sampler_of(work: WorkConfig) -> FrameSampler:
+    return FrameSampler(work.every_n or 1, work.video_fps)
+
+
+# ---- the per-input work --------------------------------------------------------------------------
+
+@dataclass
+class FrameResult:
+    """One image or sampled video frame: its faces, their track ids (videos) and probabilities."""
+
+    frame: int | None
+    t: float | None
+    faces: list[Face]
+    probs: np.ndarray | None = None
+    tracks: list[int | None] | None = None
+
+
+def read_image(path: str | Path, detector) -> tuple[np.ndarray, bool]:
+    """An image input as ``(pixels, whole)``: a face crop (or any image without a detector) is read
+    as gray and classified whole (``whole=True``); a picture is read as BGR for the detector."""
+    img = read_color(path)
+    if detector is None or is_face_crop(img):
+        return read_gray(path), True  # the seed's own decoding of a crop
+    return img, False
+
+
+def faces_in(image: np.ndarray, detector) -> tuple[list[Face], list[np.ndarray]]:
+    """The faces of a BGR (or gray) image and their gray crops; without a detector, the whole image."""
+    if detector is None:
+        return [Face(0, 0, image.shape[1], image.shape[0])], [to_gray(image)]
+    faces = detector.detect(image)
+    return faces, [detector.crop(image, f) for f in faces]
+
+
+class Pending:
+    """Frames whose crops wait for the model; classified together, ``batch_size`` crops a call."""
+
+    def __init__(self, clf: EmotionClassifier):
+        self.clf, self.frames, self.prepared, self.crops = clf, [], [], 0
+
+    def add(self, result: FrameResult, prepared) -> None:
+        """Queue ``result``'s faces, given as ``clf.prepare(crops)``."""
+        self.frames.append(result)
+        self.prepared.append(prepared)
+        self.crops += len(result.faces)
+
+    def flush(self) -> int:
+        """Classify everything queued, set each frame's ``probs``; return the number of crops."""
+        if not self.frames:
+            return 0
+        batch = np.concatenate(self.prepared) if not self.clf.raw else [c for p in self.prepared for c in p]
+        probs, k = self.clf.predict_prepared(batch), 0
+        for r in self.frames:
+            r.probs, k = probs[k:k + len(r.faces)], k + len(r.faces)
+        n, self.frames, self.prepared, self.crops = k, [], [], 0
+        return n
+
+
+def input_error(source: Source, exc: Exception) -> str:
+    """The ``error`` column for an input that raised ``exc``."""
+    return str(exc) if isinstance(exc, InputError) else f"{source.path}: {type(exc).__name__}: {exc}"
+
+
+def input_rows(source: Source, labels: Sequence[str], frames: Sequence[FrameResult], error: str = "") -> list[list[str]]:
+    """The CSV rows of one input: per image or sampled frame in order, a row per face, or a ``no_face``
+    row; ``error`` adds an error row."""
+    rows = []
+    for f in frames:
+        at = dict(source=source.name, kind=source.kind, labels=labels, frame=f.frame, t=f.t)
+        if not f.faces:
+            rows.append(make_row(**at, status="no_face"))
+        for j, (face, track) in enumerate(zip(f.faces, f.tracks or [None] * len(f.faces))):
+            rows.append(make_row(**at, face=j, track=track, box=face.box, det_score=face.score, probs=f.probs[j]))
+    if error:
+        rows.append(make_row(source.name, source.kind, labels, status="error", error=error))
+    return rows
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+def collect(config: BatchConfig, report_skipped: list | None = None) -> list[Source]:
+    """The run's inputs, once every output is checked against them (:func:`check_outputs`); none at
+    all is an error. Files of the input folders that are not inputs are added to ``report_skipped``."""
+    sources = collect_sources(config.inputs, report_skipped)
+    if not sources:
+        raise InputError(f"no images or videos found in {[escape_name(p) for p in config.inputs]}")
+    check_outputs(config, sources)
+    return sources
+
+
+class Committer:
+    """Writes finished inputs through the crash-safe writer, strictly in input order, and counts them."""
+
+    def __init__(self, sources: list[Source], writer: ResultsWriter, report: BatchReport):
+        self.sources, self.writer, self.report = sources, writer, report
+        self.ready: dict[int, list] = {}  # finished inputs waiting for their turn: index -> rows
+        self.next = 0  # index of the next input to write
+
+    def finish(self, i: int, rows: list) -> None:
+        self.ready[i] = rows
+
+    def commit_ready(self) -> None:
+        """Write every finished input that is next in input order."""
+        finished = []
+        while self.next < len(self.sources):
+            src = self.sources[self.next]
+            if not self.writer.is_done(src.key, src.name):
+                if self.next not in self.ready:
+                    break
+                finished.append((src, self.ready.pop(self.next)))
+            self.next += 1
+        entries = [(src.name, src.key, source_status(r[-2] for r in rows), rows) for src, rows in finished]
+        self.writer.commit(entries)
+        for name, _, status, rows in entries:
+            self.report.status[status] += 1
+            if status == "error":
+                self.report.failed.append((name, rows[-1][-1]))
+
+
+def _sha256(path: str | Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:  # a Dask client need not see the workers' files: the path stands for them
+        return f"unread: {path}"
+    return digest.hexdigest()
+
+
+def run_settings(work: WorkConfig, models: dict) -> dict:
+    """Every setting that changes a run's results, as the journal records it (files by sha256). The
+    provider and batch size move probabilities only in the last digits, so they may change on resume."""
+    detector = models["detector"]
+    settings = {"model_sha256": _sha256(models["model"]), "detector": detector}
+    if detector != "none":
+        settings |= {"detector_sha256": _sha256(models["detector_path"]), "det_sizes": list(work.det_sizes),
+                     "min_face": work.min_face, "max_faces": work.max_faces}
+    if detector == "yunet":
+        settings["det_threshold"] = work.det_threshold
+    return settings | {"every_n": work.every_n or 1, "video_fps": work.video_fps}
+
+
+def check_outputs(config: BatchConfig, sources: list[Source]) -> None:
+    """Before any input is processed: no output may replace an input or another output, and every
+    output folder must be writable. Raises :class:`~.results.OutputError` naming the option."""
+    inputs = {s.key for s in sources}
+    out = config.out
+    if str(out).endswith(("/", os.sep)) or out.is_dir():
+        raise OutputError(f"--out {out} is a folder; give the results file's name, e.g. {out / 'results.csv'}")
+    if out.exists() and not out.is_file():
+        raise OutputError(f"--out {out} is not a regular file; give the results file's name")
+    files = {"--out": out, "its journal": journal_path(out), "its lock": lock_path(out)}
+    if config.summary:
+        if config.summary.is_dir():
+            raise OutputError(f"--summary {config.summary} is a folder; give the summary file's name")
+        files["--summary"] = config.summary
+    seen: dict[str, str] = {}
+    for option, path in files.items():
+        real = os.path.realpath(path)
+        if real in inputs:
+            raise OutputError(f"{option} {path} is one of the inputs, which it would overwrite; choose another path")
+        if real in seen:
+            raise OutputError(f"{option} {path} is the same file as {seen[real]}; choose another path")
+        seen[real] = option
+    for option, folder in (("--annotate", config.annotate), ("--plots", config.plots)):
+        if folder is None:
+            continue
+        for s in sources:
+            planned = output_path(folder, s.out_name, ".mp4" if s.kind == "video" and option == "--annotate" else None)
+            if option == "--plots":
+                planned = output_path(folder, s.out_name + ".png")
+            if os.path.realpath(planned) in inputs or os.path.realpath(planned) in seen:
+                raise OutputError(f"{option} {folder} would overwrite {planned}, an input or another output; "
+                                  "choose an empty folder outside the inputs")
+    for option, folder in [("--out", out.parent), ("--summary", config.summary and config.summary.parent),
+                           ("--annotate", config.annotate), ("--plots", config.plots)]:
+        if folder is not None:
+            _check_writable(option, Path(folder))
+
+
+def _check_writable(option: str, folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".fer-batch-write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{option}: cannot write into {folder}: {exc.strerror or exc}; choose a writable folder") from exc
+
+
+def start(config: BatchConfig, sources: list[Source], models: dict, log: Log, note: str = "",
+          skipped: list | None = None):
+    """The prologue: say what runs, open the results writer (locked, recording the
+    run's settings), count what an earlier run finished. ``models`` is :func:`describe`'s answer.
+    Returns ``(committer, report, todo)``, ``todo`` being ``(index, source)`` of the inputs left to do."""
+    log(f"model {models['model']} on {models['provider']}; detector {models['detector']}"
+        + (f" ({models['detector_path']})" if models["detector_path"] else "") + note)
+    writer = ResultsWriter(config.out, columns(models["labels"]), config.resume, config.overwrite,
+                           run=run_settings(config.work, models))
+    report = BatchReport(config.out, models["provider"], models["detector"], inputs=len(sources),
+                         skipped=list(skipped or []))
+    todo = [(i, s) for i, s in enumerate(sources) if not writer.is_done(s.key, s.name)]
+    report.resumed = len(sources) - len(todo)
+    for s in sources:
+        if writer.is_done(s.key, s.name):
+            report.status[writer.status_of(s.key, s.name)] += 1
+    return Committer(sources, writer, report), report, todo
+
+
+def progress_bar(config: BatchConfig, todo: list[tuple[int, Source]]):
+    """A tqdm bar over the frames still to do (on a terminal, unless the config says otherwise)."""
+    from tqdm import tqdm
+
+    sampler = sampler_of(config.work)
+    return tqdm(total=sum(count_frames(s, sampler) for _, s in todo), unit="frame", smoothing=0.1,
+                disable=None if config.progress is None else not config.progress, dynamic_ncols=True)
+
+
+def finish(config: BatchConfig, report: BatchReport, started: float) -> BatchReport:
+    """The epilogue: the summary CSV, plots and annotated copies the config asks for, read back from
+    the results CSV; the run's duration."""
+    try:
+        _extras(config, report)
+    except OSError as exc:
+        raise OutputError(f"the results are complete in {config.out}, but an extra output failed: "
+                          f"{exc.filename or ''}: {exc.strerror or exc}; rerun with --resume to write it") from exc
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _extras(config: BatchConfig, report: BatchReport) -> None:
+    if config.summary:
+        report.outputs.append(summarize(config.out, config.summary, report.detector))
+    if config.plots:
+        from .annotate import plot_videos
+
+        report.outputs += plot_videos(config.out, config.plots, collect_sources(config.inputs))
+    if config.annotate:
+        from .annotate import annotate_sources
+
+        report.outputs += annotate_sources(config.out, collect_sources(config.inputs), config.annotate)

@@ -1,0 +1,288 @@
+"""fer-batch against hostile inputs and options: nothing is destroyed, nothing dies with a traceback.
+
+Each case is a reproduction from the data-safety issue: odd file names, outputs that would replace
+inputs or each other, a second run on the same --out, a model that does not fit its metadata,
+resuming with other settings, full disks, damaged journals, Ctrl-C.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fer_export.batch.results import ResultsWriter, journal_path, read_results
+from fer_export.batch.sources import collect_sources, escape_name, unescape_name
+from fer_export.cli.batch import main
+from fer_export.errors import ArtifactError, InputError
+from fer_export.runtime import EmotionClassifier
+from test_batch import fer_crops
+
+BAD = os.fsdecode(b"bad\xff name.jpg")  # not valid UTF-8
+
+
+@pytest.fixture(scope="module")
+def tiny_model(exported) -> Path:
+    return exported["onnx"]
+
+
+def batch(*args):
+    return CliRunner().invoke(main, [*map(str, args), "--no-progress"])
+
+
+@pytest.fixture
+def folder(tmp_path, photos) -> Path:
+    """in/: a.jpg, a file named with invalid UTF-8, z.jpg (three copies of one photo)."""
+    data = tmp_path / "in"
+    data.mkdir()
+    for name in ("a.jpg", BAD, "z.jpg"):
+        shutil.copy(photos / "fer_justin.jpg", data / name)
+    return data
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def no_traceback(res) -> None:
+    assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit), res.output
+
+
+@pytest.mark.parametrize("raw", [b"a/b\xff.jpg", b"x\\y.jpg", "\u00fc/\u20ac.png".encode(), b"\\x41", b"plain.jpg"])
+def test_escaped_names_are_utf8_and_reversible(raw):
+    text = escape_name(os.fsdecode(raw))
+    text.encode("utf-8")  # never raises
+    assert unescape_name(text) == raw
+
+
+def test_a_name_that_is_not_utf8_gets_its_own_row(tmp_path, folder, tiny_model, videos, yunet_model):
+    shutil.copy(videos / "pyfeat_single_face.mp4", folder / os.fsdecode(b"v\xfe.mp4"))
+    out = tmp_path / "r.csv"
+    res = batch(folder, "--out", out, "--model", tiny_model, "--yunet-model", yunet_model, "--every-n", 12)
+    assert res.exit_code == 0, res.output
+    df = read_results(out)
+    names = list(df.source.unique())
+    assert names == [f"{folder}/a.jpg", f"{folder}/bad\\xff name.jpg", f"{folder}/v\\xfe.mp4", f"{folder}/z.jpg"]
+    assert (df.status == "ok").all() and df[df.kind == "video"].frame.nunique() == 6  # decoded, not crashed on
+    assert Path(os.fsdecode(unescape_name(names[1]))).read_bytes() == (folder / BAD).read_bytes()
+    res = batch(folder, "--out", out, "--model", tiny_model, "--yunet-model", yunet_model, "--every-n", 12, "--resume")
+    assert res.exit_code == 0 and "4 done by an earlier run" in res.output, res.output
+
+
+@pytest.mark.parametrize("case", ["annotate into the inputs", "summary is out", "out is an input",
+                                  "out is the journal of another", "annotate a video into itself"])
+def test_no_output_may_replace_an_input_or_another_output(tmp_path, folder, tiny_model, case):
+    out = tmp_path / "r.csv"
+    extra = {"annotate into the inputs": ["--annotate", folder.parent],
+             "summary is out": ["--summary", out],
+             "out is an input": ["--overwrite"],
+             "out is the journal of another": ["--summary", journal_path(out)],
+             "annotate a video into itself": ["--annotate", folder.parent]}[case]
+    if case == "annotate a video into itself":  # its annotated copy is written as .mp4 too
+        for name in ("a.jpg", BAD, "z.jpg"):
+            (folder / name).unlink()
+        (folder / "v.mp4").write_bytes(b"not decoded: refused before")
+    if case == "out is an input":
+        out = folder / "a.jpg"
+    before = snapshot(folder)
+    res = batch(folder, "--out", out, "--model", tiny_model, "--detector", "none", *extra)
+    assert res.exit_code == 2, res.output
+    assert res.output.count("\n") == 1 and res.output.startswith("Error: "), res.output  # one line
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("case", ["a folder", "a folder with a slash", "/dev/full", "summary under a file",
+                                  "annotate under a file"])
+def test_unwritable_outputs_are_found_before_any_input(tmp_path, folder, tiny_model, case):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "dir").mkdir()
+    out, extra = tmp_path / "r.csv", []
+    if case == "a folder":
+        out = tmp_path / "dir"
+    elif case == "a folder with a slash":
+        out = f"{tmp_path / 'newdir'}/"
+    elif case == "/dev/full":
+        if not Path("/dev/full").exists():
+            pytest.skip("no /dev/full on this system")
+        out = "/dev/full"
+    elif case == "summary under a file":
+        extra = ["--summary", tmp_path / "file.txt" / "s.csv"]
+    else:
+        extra = ["--annotate", tmp_path / "file.txt" / "ann"]
+    res = batch(folder, "--out", out, "--model", tiny_model, "--detector", "none", *extra)
+    assert res.exit_code == 2 and res.output.startswith("Error: ") and res.output.count("\n") == 1, res.output
+    assert not (tmp_path / "r.csv").exists() and not (tmp_path / "newdir").exists()
+
+
+def test_a_full_disk_mid_run_keeps_what_finished(tmp_path, monkeypatch, tiny_model, fer2013):
+    crops = fer_crops(fer2013, 2)
+    args = [*crops, "--model", tiny_model, "--batch-size", 2, "--workers", 1]
+    assert batch(*args, "--out", tmp_path / "clean.csv").exit_code == 0
+    from fer_export.batch import results
+
+    real, calls = results._fsync, []
+
+    def fsync(f):  # the fourth commit hits a full disk
+        calls.append(1)
+        if len(calls) == 8:
+            raise OSError(28, "No space left on device")
+        real(f)
+
+    monkeypatch.setattr(results, "_fsync", fsync)
+    out = tmp_path / "r.csv"
+    res = batch(*args, "--out", out)
+    assert res.exit_code == 2 and "No space left on device" in res.output and "--resume" in res.output, res.output
+    no_traceback(res)
+    monkeypatch.setattr(results, "_fsync", real)
+    res = batch(*args, "--out", out, "--resume")
+    assert res.exit_code == 0 and "3 done by an earlier run" in res.output, res.output
+    assert out.read_bytes() == (tmp_path / "clean.csv").read_bytes()
+
+
+def test_a_second_run_on_the_same_out_is_refused(tmp_path, folder, tiny_model):
+    out = tmp_path / "r.csv"
+    holder = ResultsWriter(out, ["source"], overwrite=True)  # a run in progress
+    try:
+        res = batch(folder, "--out", out, "--model", tiny_model, "--resume")
+        assert res.exit_code == 2 and f"being written by process {os.getpid()}" in res.output, res.output
+    finally:
+        holder.close()
+    res = batch(folder, "--out", out, "--model", tiny_model, "--detector", "none", "--overwrite")
+    assert res.exit_code == 0, res.output
+
+
+def onnx_with_wrong_head(path: Path, tiny_model: Path, classes: int = 5) -> Path:
+    """A [N,1,48,48] -> [N,classes] graph that carries the tiny model's (7-label) metadata."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((48 * 48, classes), 1e-3, np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
+        "wrong", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 48, 48])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes]),
+         helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", "C"])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    for entry in onnx.load(str(tiny_model)).metadata_props:
+        model.metadata_props.add(key=entry.key, value=entry.value)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_that_does_not_fit_its_metadata_is_refused(tmp_path, folder, tiny_model):
+    bad = onnx_with_wrong_head(tmp_path / "wrong.onnx", tiny_model)
+    with pytest.raises(ArtifactError, match="5 classes, the spec has 7 labels"):
+        EmotionClassifier(bad, "cpu")
+    res = batch(folder, "--out", tmp_path / "r.csv", "--model", bad, "--detector", "none")
+    assert res.exit_code == 2 and "7 labels" in res.output and res.output.count("\n") == 1, res.output
+    no_traceback(res)
+
+
+@pytest.mark.parametrize("change", [["--detector", "none"], ["--detector", "haar"], ["--every-n", "2"],
+                                    ["--min-face", "40"], ["--model", "OTHER"]])
+def test_resume_with_other_settings_is_refused(tmp_path, folder, tiny_model, exported, other_ckpt, change):
+    out = tmp_path / "r.csv"
+    assert batch(folder / "a.jpg", "--out", out, "--model", tiny_model).exit_code == 0
+    if change[-1] == "OTHER":
+        from fer_export.export import export
+
+        change = ["--model", export("onnx", other_ckpt).path]
+    args = ["--model", tiny_model, *change] if change[0] != "--model" else change
+    res = batch(folder, "--out", out, "--resume", *args)
+    assert res.exit_code == 2 and "started with other settings" in res.output, res.output
+    assert read_results(out).source.nunique() == 1
+
+
+def test_resume_matches_inputs_however_they_are_spelled(tmp_path, folder, tiny_model, monkeypatch):
+    out = tmp_path / "r.csv"
+    monkeypatch.chdir(tmp_path)
+    assert batch("in", "--out", out, "--model", tiny_model, "--detector", "none").exit_code == 0
+    clean = out.read_bytes()
+    res = batch(folder.resolve(), "./in/../in/a.jpg", "--out", out, "--model", tiny_model, "--detector", "none",
+                "--resume")
+    assert res.exit_code == 0 and "3 done by an earlier run" in res.output, res.output
+    assert out.read_bytes() == clean
+
+
+@pytest.mark.parametrize("damage", [b"garbage\n", b"\0" * 64, b'{"source": "x", "end": 5}\n', b"[1, 2]\n",
+                                    b'{"source": "x", "status": "ok", "end": "far"}\n', b"\xff\xfe\n"])
+def test_a_damaged_journal_ends_where_the_damage_starts(tmp_path, tiny_model, fer2013, damage):
+    crops = fer_crops(fer2013, 1)
+    args = [*crops, "--model", tiny_model, "--batch-size", 2]
+    assert batch(*args, "--out", tmp_path / "clean.csv").exit_code == 0
+    out = tmp_path / "r.csv"
+    shutil.copy(tmp_path / "clean.csv", out)
+    lines = journal_path(tmp_path / "clean.csv").read_bytes().splitlines(keepends=True)
+    journal_path(out).write_bytes(b"".join(lines[:4]) + damage + b"".join(lines[4:]))  # the run line + 3 inputs
+    res = batch(*args, "--out", out, "--resume")
+    assert res.exit_code == 0 and "3 done by an earlier run" in res.output, res.output
+    assert out.read_bytes() == (tmp_path / "clean.csv").read_bytes()
+
+
+def test_files_in_folders_that_are_not_inputs_are_listed(tmp_path, folder, tiny_model):
+    (folder / "anim.gif").write_bytes(b"GIF89a" + b"\0" * 20)
+    (folder / "notes.txt").write_text("x")
+    os.symlink(folder / "loop", folder / "loop")  # a symlink loop
+    skipped = []
+    assert len(collect_sources([folder], skipped)) == 3
+    assert sorted((Path(s.path).name, s.reason.split(":")[0].split(" (")[0]) for s in skipped) == [
+        ("anim.gif", "not an image or video type"), ("loop", "broken or looping link"), ("notes.txt", "not an image or video type")]
+    res = batch(folder, "--out", tmp_path / "r.csv", "--model", tiny_model, "--detector", "none")
+    assert res.exit_code == 0 and "skipped 3 files" in res.output and "anim.gif" in res.output, res.output
+
+
+def test_extras_keep_folder_inputs_relative(tmp_path, folder, tiny_model, videos):
+    shutil.copy(videos / "pyfeat_single_face.mp4", folder / "v.mp4")
+    ann, plots = tmp_path / "ann", tmp_path / "plots"
+    res = batch(folder.resolve(), "--out", tmp_path / "r.csv", "--model", tiny_model, "--detector", "none",
+                "--every-n", 24, "--annotate", ann, "--plots", plots)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.relative_to(ann).as_posix() for p in ann.rglob("*.*")) == [
+        "in/a.jpg", "in/bad\\xff name.jpg", "in/v.mp4", "in/z.jpg"]
+    assert [p.relative_to(plots).as_posix() for p in plots.rglob("*.png")] == ["in/v.mp4.png"]
+
+
+def test_predict_names_the_problem_with_a_missing_image(tiny_model):
+    clf = EmotionClassifier(tiny_model, "cpu")
+    with pytest.raises(InputError, match="face 1 is None.*cv2.imread returns None"):
+        clf.predict([np.zeros((48, 48), np.uint8), None])
+    with pytest.raises(InputError, match="face 0 is ndarray float64"):
+        clf.predict([np.zeros((48, 48))])
+
+
+@pytest.mark.parametrize("args", [["--det-threshold", "0"], ["--max-faces", "0"], ["--det-size", "16"]])
+def test_options_that_cannot_give_sensible_results_are_refused(tmp_path, folder, tiny_model, args):
+    res = batch(folder, "--out", tmp_path / "r.csv", "--model", tiny_model, *args)
+    assert res.exit_code == 2, res.output
+
+
+@pytest.mark.parametrize("sub", [[], ["onnx"], ["torchscript"], ["all"], ["verify"]])
+def test_help_has_no_markup(sub):
+    from fer_export.cli.export import main as fer_export
+
+    text = CliRunner().invoke(fer_export, [*sub, "--help"]).output
+    assert "``" not in text and "%%" not in text, text
+
+
+def test_journal_records_the_run(tmp_path, folder, tiny_model):
+    out = tmp_path / "r.csv"
+    assert batch(folder, "--out", out, "--model", tiny_model, "--detector", "none").exit_code == 0
+    head = json.loads(journal_path(out).read_bytes().splitlines()[0])["run"]
+    assert head["detector"] == "none" and len(head["model_sha256"]) == 64 and head["every_n"] == 1
+
+
+def test_kaggle_layout_with_train_and_test_says_which_option(tmp_path, tiny_model, fer2013):
+    from fer_export.cli.evaluate import main as fer_eval
+
+    for split in ("train", "test"):
+        shutil.copytree(fer2013 / "val" / "happy", tmp_path / split / "happy")
+    res = CliRunner().invoke(fer_eval, [str(tiny_model), "--data", str(tmp_path)])
+    assert res.exit_code == 2 and "--split test" in res.output, res.output
+    res = CliRunner().invoke(fer_eval, [str(tiny_model), "--data", str(tmp_path), "--split", "test"])
+    assert res.exit_code == 0, res.output
