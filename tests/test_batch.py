@@ -238,15 +238,16 @@ def test_killed_or_interrupted_then_resume_without_torch(tmp_path, tiny_model, v
     130 with a line saying how to continue."""
     data = tmp_path / "in"
     data.mkdir()
-    for k in range(3):
+    for k in range(4):
         shutil.copy(videos / "pyfeat_single_face.mp4", data / f"v{k}.mp4")
-    args = [data, "--model", tiny_model, "--yunet-model", yunet_model, "--every-n", 2, "--batch-size", 8]
+    args = [data, "--model", tiny_model, "--yunet-model", yunet_model, "--every-n", 2, "--batch-size", 8,
+            "--workers", 1]  # one input after the other: the signal lands mid-run
     out = tmp_path / "r.csv"
     proc = run_cli_without_torch(*args, "--out", out)
     journal = journal_path(out)
     while proc.poll() is None and not (journal.is_file() and journal.read_bytes().count(b"\n") >= 2):
         time.sleep(0.01)
-    assert journal.read_bytes().count(b"\n") < 4, "finished before the signal"  # the run line + 3 inputs
+    assert journal.read_bytes().count(b"\n") < 5, "finished before the signal"  # the run line + 4 inputs
     proc.send_signal(sig)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == code and "Traceback" not in output, output
@@ -257,7 +258,7 @@ def test_killed_or_interrupted_then_resume_without_torch(tmp_path, tiny_model, v
     clean = run_cli_without_torch(*args, "--out", tmp_path / "clean.csv")
     assert clean.wait(timeout=300) == 0, clean.stdout.read()
     assert out.read_bytes() == (tmp_path / "clean.csv").read_bytes()
-    assert read_results(out).groupby("source").frame.nunique().tolist() == [36, 36, 36]
+    assert read_results(out).groupby("source").frame.nunique().tolist() == [36, 36, 36, 36]
 
 
 @pytest.mark.parametrize("args, message", [
