@@ -13,25 +13,26 @@ border feathered, at a random position on a 480x360 background of each kind:
   Haar finds there (box grown by 0.3 of its side on every side), at two scales.
 
 Pictures are gray, like the faces. Each detector runs through :func:`fer_export.batch.run_batch` on
-every picture, once per crop mode: ``box`` (a square around the detector's box) and, for a model
-whose spec has a framing, ``aligned`` (faces warped to the framing of its training crops). Per picture, the face taken is the highest-scoring
-detection (YuNet) or the largest (Haar); it counts as *found* when its centre lies inside the placed
-face. Columns: ``found`` (pictures whose taken face is the placed one), ``acc found`` (accuracy on
-those), ``end-to-end`` (correct / all pictures: a picture whose face was not found counts as wrong);
-then, classified whole (``--detector none``), the same faces as ``placed`` squares cut from the
-pictures at exactly where they were placed (on the found ones) and as the original ``crop`` (on the
-found ones, and on all). ``acc found`` against ``placed acc found`` is what the detector's framing
-costs; ``placed`` against ``crop`` is what placing costs (resampling, the feathered border); the gap
-between ``found`` and the total is what the detector misses.
+every picture, once per crop mode: ``box`` (a square around the detector's box) and, for a model whose
+spec has a framing, ``aligned`` (faces warped to the framing of its training crops). Per picture, the
+face taken is the highest-scoring detection (YuNet) or the largest (Haar); it counts as *found* when its
+centre lies inside the placed face. Columns: ``found`` (pictures whose taken face is the placed one),
+``acc found`` (accuracy on those), ``end-to-end`` (correct / all pictures: a picture whose face was not
+found counts as wrong); then, classified whole (``--detector none``), the same faces as ``placed``
+squares cut from the pictures at exactly where they were placed (on the found ones) and as the original
+``crop`` (on the found ones, and on all). ``acc found`` against ``placed acc found`` is what the
+detector's framing costs; ``placed`` against ``crop`` is what placing costs (resampling, the feathered
+border); the gap between ``found`` and the total is what the detector misses.
 
-Writes the pictures, the results CSVs and ``pictures.json`` under ``--out`` (default: a new temp folder).
+Writes the pictures, the results CSVs and ``pictures.json`` (with every picture's label, source crop
+and box) under ``--out`` (default: a new temp folder).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -257,7 +258,8 @@ def measure(data: Path, per_class: int, out: Path, model: Path | None = None, de
                              **score(subset, found, whole)})
     return {"data": str(data), "per_class": per_class, "seed": seed, "faces": len(faces),
             "pictures": len(pictures), "model": str(model) if model else "bundled", "rows": rows,
-            "placement": {"picture_hw": PICTURE, "face_sides": FACE_SIDES, "feather": FEATHER}}
+            "placement": {"picture_hw": PICTURE, "face_sides": FACE_SIDES, "feather": FEATHER},
+            "manifest": [asdict(p) for p in pictures]}
 
 
 COLUMNS = [("detector", "detector"), ("crop", "crop"), ("background", "background"), ("pictures", "pictures"),

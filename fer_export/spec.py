@@ -57,7 +57,8 @@ class Framing:
     """
 
     landmarks: tuple[float, ...]  # mean x, y of each of LANDMARKS in a training crop, as fractions of its side
-    box: tuple[float, float, float]  # (dx, dy, scale): crop centre = box centre + (dx, dy) * box side; side = scale * box side
+    #: (dx, dy, scale): crop centre = box centre + (dx, dy) * box side; crop side = scale * box side
+    box: tuple[float, float, float]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Framing":

@@ -41,7 +41,8 @@ def padded(path: Path) -> tuple[np.ndarray, int, int]:
     side = gray.shape[1] * UPSCALE
     big = cv2.resize(gray, (side, side), interpolation=cv2.INTER_CUBIC)
     pad = int(round(PAD * side))
-    return cv2.cvtColor(cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_REPLICATE), cv2.COLOR_GRAY2BGR), side, pad
+    framed = cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(framed, cv2.COLOR_GRAY2BGR), side, pad
 
 
 def symmetric(points: np.ndarray) -> np.ndarray:
@@ -77,8 +78,8 @@ def derive(files: list[Path]) -> tuple[Framing, dict]:
     box = np.median(boxes, axis=0)
     framing = Framing(tuple(round(float(v), 4) for v in landmarks.ravel()), tuple(round(float(v), 4) for v in box))
     spread = np.std(marks, axis=0)
-    return framing, {"crops": len(files), "yunet_found": len(marks), "haar_found": len(boxes),
-                     "landmark_std": {name: [round(float(v), 4) for v in spread[i]] for i, name in enumerate(LANDMARKS)}}
+    spread = {name: [round(float(v), 4) for v in spread[i]] for i, name in enumerate(LANDMARKS)}
+    return framing, {"crops": len(files), "yunet_found": len(marks), "haar_found": len(boxes), "landmark_std": spread}
 
 
 def stamp(model: Path, out: Path, framing: Framing) -> Path:
@@ -92,7 +93,8 @@ def stamp(model: Path, out: Path, framing: Framing) -> Path:
     if META_SPEC not in props:
         raise SystemExit(f"{model}: has no '{META_SPEC}' metadata; export it with `fer-export onnx`")
     spec = ModelSpec.from_json(props[META_SPEC].value)
-    props[META_SPEC].value = spec.replace(framing={"landmarks": list(framing.landmarks), "box": list(framing.box)}).to_json()
+    framed = spec.replace(framing={"landmarks": list(framing.landmarks), "box": list(framing.box)})
+    props[META_SPEC].value = framed.to_json()
     onnx.save_model(proto, str(out))
     return out
 

@@ -24,6 +24,9 @@ DET_SIZES = (640,)
 MIN_DET_THRESHOLD = 0.1
 #: Smallest long side (px) a detection scale may have.
 MIN_DET_SIZE = 64
+#: How a detected face is cropped: ``auto`` as the model's spec frames faces (else ``box``), ``box`` a
+#: square around the detector's box with a 10 % margin.
+CROPS = ("auto", "box")
 #: Decode/detect threads of the local runner.
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -117,8 +120,8 @@ def _work_problems(c: WorkConfig) -> list[str]:
         p.append(f"min face must be >= 0, got {c.min_face}")
     if c.max_faces is not None and c.max_faces < 1:
         p.append(f"max faces must be at least 1, got {c.max_faces}")
-    if c.crop not in ("auto", "box"):
-        p.append(f"crop must be auto or box, got {c.crop!r}")
+    if c.crop not in CROPS:
+        p.append(f"crop must be one of {CROPS}, got {c.crop!r}")
     if c.every_n is not None and c.video_fps is not None:
         p.append("use either --every-n or --video-fps, not both")
     if c.every_n is not None and c.every_n < 1:

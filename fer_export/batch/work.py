@@ -205,7 +205,7 @@ def run_settings(work: WorkConfig, models: dict) -> dict:
     settings = {"model_sha256": _sha256(models["model"]), "detector": detector}
     if detector != "none":
         settings |= {"detector_sha256": _sha256(models["detector_path"]), "det_sizes": list(work.det_sizes),
-                     "min_face": work.min_face, "max_faces": work.max_faces}
+                     "min_face": work.min_face, "max_faces": work.max_faces, "crop": work.crop}
     if detector == "yunet":
         settings["det_threshold"] = work.det_threshold
     return settings | {"every_n": work.every_n or 1, "video_fps": work.video_fps}

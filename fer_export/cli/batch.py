@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ..batch import BatchConfig, run_batch
-from ..batch.config import DETECTORS, MIN_DET_SIZE, MIN_DET_THRESHOLD, PROVIDERS, WORK_DEFAULTS as D
+from ..batch.config import CROPS, DETECTORS, MIN_DET_SIZE, MIN_DET_THRESHOLD, PROVIDERS, WORK_DEFAULTS as D
 from ..batch.dask import local_workers
 from ..batch.faces import YUNET_ENV, yunet_cache_path
 from ..errors import InputError
@@ -45,10 +45,14 @@ def _local_cluster(ctx, param, value: str | None) -> str | None:
 @click.option("--batch-size", type=click.IntRange(1), default=D.batch_size, show_default=True,
               help="Face crops per model call, gathered across files and frames.")
 @click.option("--detector", type=click.Choice(DETECTORS), default=D.detector, show_default=True,
-              help="auto = YuNet if its model file is found, else Haar; none = classify each image whole. "
-                   "Images with both sides <= 64 px are always classified whole.")
+              help="auto = YuNet (its file ships with fer-export; Haar only if it is missing); none = classify "
+                   "each image whole. Images with both sides <= 64 px are always classified whole.")
 @click.option("--yunet-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help=f"YuNet .onnx file.  [default: ${YUNET_ENV} or the user cache]")
+              help=f"Another YuNet .onnx file (any version cv2.FaceDetectorYN loads).  "
+                   f"[default: ${YUNET_ENV}, the user cache, else the bundled file]")
+@click.option("--crop", type=click.Choice(CROPS), default=D.crop, show_default=True,
+              help="auto = frame each face as the model's training crops were, when the model file says how "
+                   "(else box); box = a square around the detector's box with 10% margin.")
 @click.option("--det-threshold", type=click.FloatRange(MIN_DET_THRESHOLD, 1), default=D.det_threshold, show_default=True,
               help="YuNet score threshold.")
 @click.option("--det-size", "det_sizes", type=click.IntRange(MIN_DET_SIZE), multiple=True, default=D.det_sizes,
