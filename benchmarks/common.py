@@ -264,3 +264,74 @@ def default_model(tmp: str | Path) -> Path:
     torch.manual_seed(0)
     ckpt = save_checkpoint(Path(tmp) / "resnet18_224.pth", build_model(SEED_SPEC), SEED_SPEC)
     return export("onnx", ckpt).path
+
+
+# ---- the measured ceiling ------------------------------------------------------------------------
+
+#: Square GEMM sizes the ceiling is measured at (the best of them counts).
+CEILING_SIZES = (1024, 2048)
+
+
+def _ort_gemm(n: int, precision: str, threads: int):
+    """A callable running one n x n x n MatMul in onnxruntime (MLAS), fp32 or int8 (MatMulInteger: u8 x s8)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    if precision == "fp32":
+        elem, a = TensorProto.FLOAT, rng.standard_normal((n, n)).astype(np.float32)
+        b = rng.standard_normal((n, n)).astype(np.float32)
+        node, out_type = helper.make_node("MatMul", ["a", "b"], ["c"]), TensorProto.FLOAT
+        inputs = [helper.make_tensor_value_info("a", elem, [n, n]), helper.make_tensor_value_info("b", elem, [n, n])]
+    else:
+        a = rng.integers(0, 256, (n, n), dtype=np.uint8)
+        b = rng.integers(-128, 128, (n, n), dtype=np.int8)
+        node, out_type = helper.make_node("MatMulInteger", ["a", "b"], ["c"]), TensorProto.INT32
+        inputs = [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+                  helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])]
+    graph = helper.make_graph([node], "gemm", inputs, [helper.make_tensor_value_info("c", out_type, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return lambda: sess.run(None, {"a": a, "b": b})
+
+
+def _torch_gemm(n: int, precision: str, threads: int):
+    """A callable running one n x n x n matmul in torch (oneDNN/MKL), fp32 or bf16; None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return lambda: torch.mm(a, b)
+
+
+def measured_ceiling(machine: dict, threads: int, reps: int = 5) -> dict[str, dict]:
+    """``{precision: {gflops, engine, n}}``: the fastest large square GEMM this machine runs on
+    ``threads`` threads, per precision (fp32 always; bf16 and int8 where the CPU has the instructions),
+    over onnxruntime's and torch's kernels. It is what the % ceiling column divides by: a real,
+    measured rate on the same cores, where the nominal peak guesses clock and FMA width."""
+    flags = set(machine["flags"])
+    engines = {"fp32": [("onnxruntime", _ort_gemm), ("torch", _torch_gemm)],
+               "bf16": [("torch", _torch_gemm)] if set(PRECISION_FLAGS["bf16"]) & flags else [],
+               "int8": [("onnxruntime", _ort_gemm)] if set(PRECISION_FLAGS["int8"]) & flags else []}
+    out = {}
+    for precision, candidates in engines.items():
+        best = None
+        for engine, make in candidates:
+            for n in CEILING_SIZES:
+                fn = make(n, precision, threads)
+                if fn is None:
+                    continue
+                seconds = min(time_call(fn, reps, warmup=1))
+                gflops = 2 * n ** 3 / seconds / 1e9
+                if best is None or gflops > best["gflops"]:
+                    best = {"gflops": gflops, "engine": engine, "n": n}
+        if best:
+            out[precision] = best
+    return out

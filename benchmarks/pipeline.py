@@ -55,10 +55,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="crop measurements, best of")
     ap.add_argument("--video", type=Path, default=DATA / "videos" / "pyfeat_WolfgangLanger_Pexels.mp4")
     ap.add_argument("--yunet-model", type=Path, default=DATA / "models" / "face_detection_yunet_2026may.onnx")
-    ap.add_argument("--json", type=Path, default=Path("benchmark_pipeline.json"))
+    ap.add_argument("--json", type=Path, help="where to write the JSON result (default: a new temporary folder)")
     args = ap.parse_args(argv)
     machine = machine_info()  # before any work of ours: its load average tells whether others are busy
     tmp = Path(tempfile.mkdtemp(prefix="fer-bench-"))
+    args.json = args.json or tmp / "benchmark_pipeline.json"
     model = args.model
     if model is None:
         model = default_model(tmp)

@@ -3,7 +3,7 @@
     python benchmarks/run.py [--model CKPT.pth|MODEL.onnx] [--data DIR] [--calib DIR] [--quick] [--out-dir DIR]
 
 Backends: PyTorch eager fp32 and bf16 autocast, TorchScript, onnxruntime fp32 and int8 (static QDQ
-from fer_export's quantize code, calibrated on --calib, default --data), and their CUDA variants
+from fer_export's quantize code, calibrated on --calib, default the train/ folder beside --data), and their CUDA variants
 when a GPU is present. A .pth is exported first with fer_export's own exporters (parity-checked)
 into OUT_DIR/artifacts; an .onnx gives the onnxruntime rows only. Each backend runs in a fresh
 subprocess, so its peak RSS is its own: load the model, evaluate it on --data, then time
@@ -21,10 +21,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import (MIN_REPS, busy_warning, describe_machine, machine_info, markdown_table, onnx_flops, peak_gflops,
+from common import (MIN_REPS, busy_warning, describe_machine, machine_info, markdown_table, measured_ceiling,
+                    onnx_flops, peak_gflops,
                     peak_rss_mb, summarize, time_call, write_json)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +86,10 @@ def cuda_status() -> dict[str, str]:
     out = {}
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         out["onnxruntime"] = "skipped: no CUDAExecutionProvider in this onnxruntime (CPU build or no GPU)"
+    else:  # onnxruntime-gpu is installed: does CUDA really start? (without a GPU it falls back to the CPU)
+        why = _ort_cuda_problem()
+        if why:
+            out["onnxruntime"] = f"skipped: no GPU ({why})"
     try:
         import torch
 
@@ -92,6 +98,37 @@ def cuda_status() -> dict[str, str]:
     except ImportError:
         out["torch"] = "skipped: torch is not installed"
     return out
+
+
+def _ort_cuda_problem() -> str:
+    """Why onnxruntime's CUDA provider cannot run a one-node graph here ("" when it can)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    try:
+        with warnings.catch_warnings():  # "not in available provider names": the answer we are after
+            warnings.simplefilter("ignore")
+            sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                        providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return "" if sess.get_providers()[0] == "CUDAExecutionProvider" else "CUDA could not start: no GPU or driver"
+
+
+def default_calib(data: Path | None) -> Path | None:
+    """Training images to calibrate int8 on, never the folder accuracy is measured on: the ``train``
+    folder beside ``data`` (Kaggle layout: DATA/val or DATA/test beside DATA/train), else none."""
+    if data is None:
+        return None
+    train = data.resolve().parent / "train"
+    return train if train.is_dir() and train != data.resolve() else None
 
 
 # ---- artifacts -------------------------------------------------------------------------------------
@@ -127,7 +164,8 @@ def make_artifacts(model: Path, out: Path, calib: Path | None, calib_images: int
     if paths.get("onnx") is None:
         paths["int8"], notes["int8"] = None, notes.get("onnx", "no fp32 ONNX model to quantise")
     elif calib is None:
-        paths["int8"], notes["int8"] = None, "skipped: int8 needs calibration images (--calib or --data)"
+        paths["int8"], notes["int8"] = None, ("skipped: int8 needs training images to calibrate on (--calib DIR; "
+                                              "found no train/ folder beside --data)")
     else:
         try:
             paths["int8"] = quantize(paths["onnx"], out / f"{paths['onnx'].stem}.int8.onnx", calib, calib_images)
@@ -242,26 +280,31 @@ def run_isolated(job: dict) -> dict:
 
 # ---- the whole run -------------------------------------------------------------------------------
 
-def rows_for(backend: Backend, measured: dict, flops: float | None, machine: dict, threads: int) -> list[dict]:
+def rows_for(backend: Backend, measured: dict, flops: float | None, machine: dict, threads: int,
+             ceilings: dict) -> list[dict]:
     """One table row per batch size (or one row saying why there are no numbers)."""
     base = {"backend": backend.name, "precision": backend.precision, "device": backend.device,
             "accuracy": measured.get("accuracy"), "eval_images": measured.get("eval_images"),
             "peak_rss_mb": measured.get("peak_rss_mb"), "note": measured.get("error") or backend.note}
     if not measured.get("batches"):
         return [base | {"batch": None}]
-    peak = peak_gflops(machine, backend.precision, threads) if backend.device == "cpu" else None
+    cpu = backend.device == "cpu"
+    peak = peak_gflops(machine, backend.precision, threads) if cpu else None
+    ceiling = (ceilings.get(backend.precision) or {}).get("gflops") if cpu else None
     rows = []
     for n, t in measured["batches"].items():
         per_s = int(n) / (t["p50_ms"] / 1000)
         gflops = flops * per_s / 1e9 if flops else None
         rows.append(base | {"batch": int(n), **t, "images_per_s": per_s, "gflops": gflops,
-                            "peak_gflops": peak, "pct_peak": 100 * gflops / peak if gflops and peak else None})
+                            "peak_gflops": peak, "pct_peak": 100 * gflops / peak if gflops and peak else None,
+                            "ceiling_gflops": ceiling,
+                            "pct_ceiling": 100 * gflops / ceiling if gflops and ceiling else None})
     return rows
 
 
 TABLE = (("backend", "backend", None), ("precision", "precision", None), ("device", "device", None),
          ("batch", "batch", None), ("p50 ms", "p50_ms", 2), ("p90 ms", "p90_ms", 2), ("img/s", "images_per_s", 1),
-         ("GFLOP/s", "gflops", 1), ("% peak", "pct_peak", 1), ("peak RSS MB", "peak_rss_mb", 0),
+         ("GFLOP/s", "gflops", 1), ("% ceiling", "pct_ceiling", 1), ("% nominal peak", "pct_peak", 1), ("peak RSS MB", "peak_rss_mb", 0),
          ("accuracy %", "accuracy", 2), ("note", "note", None))
 
 
@@ -296,7 +339,7 @@ def run(args) -> dict:
     machine = machine_info()
     out = args.out_dir
     model = args.model.resolve()
-    calib = args.calib or args.data
+    calib = args.calib or default_calib(args.data)
     calib_images = QUICK_CALIB_IMAGES if args.quick else None
     artifacts, notes, reused = make_artifacts(model, out / "artifacts", calib, calib_images)
     fp32_onnx = artifacts.get("onnx")
@@ -307,19 +350,22 @@ def run(args) -> dict:
         spec = spec_from_metadata(onnx_metadata(fp32_onnx), fp32_onnx)
         flops_by_op = onnx_flops(fp32_onnx, [1, spec.channels, *spec.input_size])
         flops = float(sum(flops_by_op.values()))
+    print("measuring the GEMM ceiling per precision ...", file=sys.stderr, flush=True)
+    ceilings = measured_ceiling(machine, args.threads)
     rows = []
     for backend in backends(model, artifacts, notes, cuda_status()):
         if backend.path is None:
-            rows += rows_for(backend, {}, flops, machine, args.threads)
+            rows += rows_for(backend, {}, flops, machine, args.threads, ceilings)
             continue
         job = asdict(backend) | {"threads": args.threads, "batch_sizes": args.batch_sizes, "reps": args.reps,
                                  "warmup": args.warmup, "data": str(args.data) if args.data else None,
                                  "limit_per_class": args.limit_per_class}
         print(f"measuring {backend.name} {backend.precision} on {backend.device} ...", file=sys.stderr, flush=True)
-        rows += rows_for(backend, run_isolated(job), flops, machine, args.threads)
+        rows += rows_for(backend, run_isolated(job), flops, machine, args.threads, ceilings)
     return {"model": str(model), "artifacts": {k: _str(v) for k, v in artifacts.items()},
             "artifacts_reused": reused, "machine": machine,
             "peak_gflops": {p: peak_gflops(machine, p, args.threads) for p in ("fp32", "bf16", "int8")},
+            "ceilings": ceilings,
             "flops_per_image": flops, "flops_per_image_by_op": flops_by_op, "data": _str(args.data),
             "calib": _str(calib), "limit_per_class": args.limit_per_class, "threads": args.threads,
             "reps": args.reps, "warmup": args.warmup, "batch_sizes": args.batch_sizes, "quick": args.quick,
@@ -330,11 +376,14 @@ def report(result: dict) -> str:
     flops, rows = result["flops_per_image"], result["rows"]
     images = next((r["eval_images"] for r in rows if r["eval_images"]), 0)
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in result["peak_gflops"].items() if v)
+    ceilings = ", ".join(f"{k} {c['gflops']:.0f} ({c['engine']}, {c['n']}^3)" for k, c in result["ceilings"].items())
     head = [f"Model {result['model']}: {flops / 1e9:.3f} GFLOP per image (Conv+Gemm MACs x 2)" if flops
             else f"Model {result['model']}: FLOPs unknown",
             f"Machine: {describe_machine(result['machine'])}",
-            f"Accuracy on {result['data']} ({images} images); threads {result['threads']} (% peak of that many "
-            f"cores: {peaks}); {result['warmup']} warm-up + {result['reps']} timed runs per batch size", ""]
+            f"Accuracy on {result['data']} ({images} images); threads {result['threads']}; "
+            f"{result['warmup']} warm-up + {result['reps']} timed runs per batch size",
+            f"% ceiling: of the fastest large dense GEMM measured on the same {result['threads']} threads, GFLOP/s "
+            f"(GOP/s for int8): {ceilings}. % nominal peak: of cores x clock x FMA width: {peaks}", ""]
     tail = [ort_vs_eager(rows), busy_warning(result["machine"])]
     return "\n".join(head + [table(rows), ""] + [line for line in tail if line])
 
@@ -347,8 +396,8 @@ def parse_args(argv=None):
                     help=f"a .pth checkpoint or an exported .onnx (default: the bundled {DEFAULT_MODEL.name})")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA if DEFAULT_DATA.is_dir() else None,
                     help="labelled folder DIR/<emotion>/*.jpg for accuracy (default: ../shared/data/fer2013/val)")
-    ap.add_argument("--calib", type=Path, help="images to calibrate int8 on (default: --data; the train split "
-                                               "gives an unbiased int8 accuracy)")
+    ap.add_argument("--calib", type=Path, help="training images to calibrate int8 on (default: the train/ folder "
+                                               "beside --data); never the folder accuracy is measured on")
     ap.add_argument("--limit-per-class", type=int, help=f"evaluate at most this many images per class "
                                                         f"(--quick: {QUICK_LIMIT_PER_CLASS})")
     ap.add_argument("--batch-sizes", type=int, nargs="+", help=f"default {BATCH_SIZES}; --quick {QUICK_BATCH_SIZES}")
@@ -375,6 +424,9 @@ def parse_args(argv=None):
         args.warmup = QUICK_WARMUP if quick else WARMUP
     if args.reps < MIN_REPS:
         ap.error(f"--reps must be at least {MIN_REPS} (a median and a spread need them)")
+    if args.calib and args.data and args.calib.resolve() == args.data.resolve():
+        ap.error("--calib is the folder accuracy is measured on (--data), which would flatter int8's accuracy; "
+                 "calibrate on training images")
     if args.limit_per_class is None and quick:
         args.limit_per_class = QUICK_LIMIT_PER_CLASS
     args.out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="fer-bench-"))

@@ -52,13 +52,33 @@ def test_run_measures_every_backend_with_accuracy(tmp_path, tiny_ckpt, exported,
         assert 0 <= r["accuracy"] <= 1 and r["eval_images"] == 7
         assert r["reps"] == 5 and 0 < r["p10_ms"] <= r["p50_ms"] <= r["p90_ms"]
         assert r["images_per_s"] > 0 and r["gflops"] > 0 and r["peak_rss_mb"] > 0
-        assert r["device"] != "cpu" or r["pct_peak"] > 0
+        assert r["device"] != "cpu" or r["pct_peak"] > 0 and 0 < r["pct_ceiling"] and r["ceiling_gflops"] > 0
+    assert {"fp32"} <= set(result["ceilings"]) and all(c["gflops"] > 0 for c in result["ceilings"].values())
+    assert result["calib"] == str((fer2013 / "train").resolve())  # int8 never calibrates on the eval folder
     for kind in ("onnx", "torchscript", "int8"):
         assert (out / "artifacts").is_dir() and result["artifacts"][kind].startswith(str(out / "artifacts"))
     lines = table_lines((out / "benchmark.md").read_text())
     assert lines == table_lines(res.stdout) and len(lines) == 2 + len(rows)
     assert len({line.count("|") for line in lines}) == 1 and "accuracy %" in lines[0]
     assert "onnxruntime fp32 vs torch eager fp32 at batch 2" in res.stdout
+
+
+def test_calibrating_on_the_eval_folder_is_refused(tmp_path, fer2013, exported):
+    res = script("run.py", "--model", exported["onnx"], "--data", fer2013 / "val", "--calib", fer2013 / "val",
+                 "--quick", "--out-dir", tmp_path / "bench")
+    assert res.returncode == 2 and "calibrate on training images" in res.stderr, res.stderr
+
+
+def test_cuda_rows_say_no_gpu_when_cuda_cannot_start(monkeypatch):
+    """onnxruntime-gpu installed on a machine without a GPU: CUDA is listed but falls back to the CPU."""
+    import onnxruntime as ort
+    import run
+
+    listed = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *listed])
+    if "CUDAExecutionProvider" in listed and not run._ort_cuda_problem():
+        pytest.skip("this machine has a working CUDA")
+    assert run.cuda_status()["onnxruntime"].startswith("skipped: no GPU")
 
 
 def test_run_on_onnx_gives_the_onnxruntime_rows(tmp_path, fer2013, exported):
