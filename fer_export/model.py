@@ -60,7 +60,7 @@ def build_model(spec: ModelSpec = SEED_SPEC, weights: str = "none") -> nn.Module
 
 
 def _resnet18_half(spec: ModelSpec) -> nn.Module:
-    """ResNet18 with 32-64-128-256 channels, a 3x3 stride-1 stem and the max-pool; same module names as
+    """The seed's ResNet18 (7x7 stride-2 stem, max-pool) with 32-64-128-256 channels; same module names as
     torchvision's, so checkpoints, freezing and per-stage learning rates treat it like the others."""
     from torchvision.models import resnet18
     from torchvision.models.resnet import BasicBlock
@@ -68,7 +68,7 @@ def _resnet18_half(spec: ModelSpec) -> nn.Module:
     model = resnet18()
     widths = (32, 64, 128, 256)
     model.inplanes = widths[0]
-    model.conv1 = nn.Conv2d(spec.channels, widths[0], kernel_size=3, stride=1, padding=1, bias=False)
+    model.conv1 = nn.Conv2d(spec.channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
     model.bn1 = nn.BatchNorm2d(widths[0])
     for i, width in enumerate(widths):
         setattr(model, f"layer{i + 1}", model._make_layer(BasicBlock, width, 2, stride=1 if i == 0 else 2))

@@ -22,8 +22,8 @@ RESIZE_METHODS = ("pil_bilinear",)
 #: Architectures :mod:`fer_export.model` can build.
 #: ``resnet18``: torchvision ResNet18, 1-channel 7x7 stride-2 stem (the seed recipe).
 #: ``resnet18_s1``: the same network with a 3x3 stride-1 stem and no max-pool, for 40-64 px inputs.
-#: ``resnet18_half``: every stage at half width (32-64-128-256 channels) and a 3x3 stride-1 stem followed by
-#: the max-pool: at 48 px its layer1 works at 24x24 as the seed stem's does at 96 px, for a quarter of the FLOPs.
+#: ``resnet18_half``: ``resnet18`` (the seed's stem) with every stage at half width (32-64-128-256 channels):
+#: a quarter of the FLOPs at the same input size; 0.072 GFLOP at 64 px.
 ARCHITECTURES = ("resnet18", "resnet18_s1", "resnet18_half")
 
 SPEC_VERSION = 1
@@ -59,13 +59,19 @@ class Framing:
     landmarks: tuple[float, ...]  # mean x, y of each of LANDMARKS in a training crop, as fractions of its side
     #: (dx, dy, scale): crop centre = box centre + (dx, dy) * box side; crop side = scale * box side
     box: tuple[float, float, float]
+    #: side (px) of the training crops (FER2013: 48). A framed face larger than that is area-averaged
+    #: down to it before the model's own resize, so that a face seen at high resolution reaches the
+    #: network as sharp as the training faces did, not sharper; None = keep the face's resolution.
+    size: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Framing":
-        if not isinstance(data, Mapping) or set(data) != {"landmarks", "box"}:
-            raise SpecError(f"a framing needs exactly the fields 'landmarks' and 'box', got {data!r}")
+        if not isinstance(data, Mapping) or not {"landmarks", "box"} <= set(data) <= {"landmarks", "box", "size"}:
+            raise SpecError(f"a framing needs the fields 'landmarks' and 'box' (and may have 'size'), got {data!r}")
         try:
-            return cls(tuple(float(v) for v in data["landmarks"]), tuple(float(v) for v in data["box"]))
+            size = data.get("size")
+            return cls(tuple(float(v) for v in data["landmarks"]), tuple(float(v) for v in data["box"]),
+                       None if size is None else int(size))
         except (TypeError, ValueError) as exc:
             raise SpecError(f"malformed framing {dict(data)!r}: {exc}") from exc
 
@@ -103,6 +109,8 @@ class ModelSpec:
             del d["framing"]
         else:
             d["framing"] = {"landmarks": list(self.framing.landmarks), "box": list(self.framing.box)}
+            if self.framing.size is not None:
+                d["framing"]["size"] = self.framing.size
         return d
 
     def to_json(self) -> str:
@@ -175,6 +183,8 @@ def _problems(spec: ModelSpec) -> list[str]:
             p.append(f"framing landmarks must be {2 * len(LANDMARKS)} fractions of the crop side, got {f.landmarks!r}")
         elif len(f.box) != 3 or not f.box[2] > 0:
             p.append(f"framing box must be (dx, dy, scale > 0), got {f.box!r}")
+        if f.size is not None and not 8 <= f.size <= 4096:
+            p.append(f"framing size must be 8 to 4096 px, got {f.size!r}")
     return p
 
 

@@ -280,7 +280,7 @@ def test_default_model_missing_says_pass_model(tmp_path, monkeypatch, photos):
 
 
 def test_help_documents_defaults():
-    text = CliRunner().invoke(main, ["--help"]).output
+    text = " ".join(CliRunner().invoke(main, ["--help"]).output.split())  # as read, not as wrapped
     for needle in ("--detector [auto|yunet|haar|none]", "default: auto", "default: 32", "Exit status",
                    "FER_YUNET_MODEL", "--resume", "64 px"):
         assert needle in text, needle

@@ -41,9 +41,9 @@ def _items(fer2013, n):
 
 def _config(fer2013, out, teacher, **kw):
     """The seed recipe on the in-memory path at 16 px, fp32: seconds per run, deterministic."""
-    kw = {"img_size": SIZE, "limit_per_class": 4, "batch_size": 16, "epochs": 1, **kw}
-    return make_config("seed", data=str(fer2013), out=str(out), teacher=teacher and str(teacher), aug="tensor",
-                       progress=False, **kw)
+    kw = {"aug": "tensor", "img_size": SIZE, "limit_per_class": 4, "batch_size": 16, "epochs": 1, **kw}
+    return make_config("seed", data=str(fer2013), out=str(out), teacher=teacher and str(teacher), progress=False,
+                       **kw)
 
 
 def _random_teacher(path, fer2013, n=None, seed=0, labels=FER2013_LABELS):
@@ -97,11 +97,12 @@ def test_alpha_zero_is_the_plain_loss_and_mixup_mixes_the_targets():
 
 
 @pytest.mark.data
-def test_alpha_zero_trains_exactly_as_without_teacher(fer2013, tmp_path):
+@pytest.mark.parametrize("aug", ["tensor", "seed"])
+def test_alpha_zero_trains_exactly_as_without_teacher(fer2013, tmp_path, aug):
     npz, _, _ = _random_teacher(tmp_path / "t.npz", fer2013)
-    runs = {name: train(_config(fer2013, tmp_path / name, npz, **kw), log=lambda s: None)
+    runs = {name: train(_config(fer2013, tmp_path / name, npz, aug=aug, workers=0, **kw), log=lambda s: None)
             for name, kw in (("alpha0", {"kd_alpha": 0.0}), ("alpha1", {"kd_alpha": 1.0}))}
-    plain = train(_config(fer2013, tmp_path / "plain", None), log=lambda s: None)
+    plain = train(_config(fer2013, tmp_path / "plain", None, aug=aug, workers=0), log=lambda s: None)
     keys = ("train_loss", "train_acc", "val_loss", "val_acc")
     rows = {name: _history(r.run_dir)[0] for name, r in {**runs, "plain": plain}.items()}
     assert [rows["alpha0"][k] for k in keys] == [rows["plain"][k] for k in keys]
@@ -297,5 +298,6 @@ def test_ensemble_command_writes_the_mean_logits(fer2013, tmp_path, tiny_ckpt):
                                          "--limit-per-class", "2", "--img-size", str(SIZE), "--aug", "tensor",
                                          "--epochs", "1", "--no-progress"])
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(teacher_cli, [str(DEFAULT_MODEL), "--data", str(fer2013), "--out", str(tmp_path / "x.npy")])
+    res = CliRunner().invoke(teacher_cli, [str(DEFAULT_MODEL), "--data", str(fer2013), "--out",
+                                           str(tmp_path / "x.npy")])
     assert res.exit_code == 2 and ".npz" in res.output

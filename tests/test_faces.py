@@ -202,3 +202,21 @@ def test_the_models_framing_reaches_the_detector(tmp_path, exported, photos):
     assert [c.shape for c in crops] != [c.shape for c in faces_in(img, plain)[1]]
     with pytest.raises(InputError, match="crop must be one of"):
         WorkConfig(crop="aligned")
+
+
+def test_a_framing_with_a_size_brings_large_faces_down_to_it():
+    """Faces far larger than the training crops reach the model at the crops' resolution (area-averaged)."""
+    sized = Framing(TEMPLATE.landmarks, TEMPLATE.box, size=48)
+    spec = ModelSpec(input_size=(96, 96), framing=sized)
+    assert ModelSpec.from_json(spec.to_json()).framing == sized
+    assert ModelSpec.from_json(ModelSpec(framing=TEMPLATE).to_json()).framing.size is None
+    with pytest.raises(SpecError, match="framing size"):
+        ModelSpec(framing=Framing(TEMPLATE.landmarks, TEMPLATE.box, size=2))
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    large, small = Face(100, 100, 300, 300), Face(10, 10, 30, 30)
+    assert faces.frame_face(big, large, sized).shape == (48, 48)
+    assert faces.frame_face(big, large, TEMPLATE).shape[0] > 300  # no size: the face's own resolution
+    assert faces.frame_face(big, small, sized).shape == faces.frame_face(big, small, TEMPLATE).shape  # never upscaled
+    expected = cv2.resize(faces.frame_face(big, large, TEMPLATE), (48, 48), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(faces.frame_face(big, large, sized), expected)

@@ -153,3 +153,26 @@ def test_batch_augment_is_seeded_and_keeps_shape():
     assert a.shape == (8, 1, 32, 32) and a.dtype == torch.float32
     assert torch.equal(a, b) and not torch.equal(a, c)
 
+
+
+@pytest.mark.data
+def test_resnet18_half_trains_exports_and_runs(fer2013, tmp_path):
+    """The half-width network goes through fer-train, the ONNX export gate and the runtime."""
+    import numpy as np
+
+    from fer_export.export import export
+    from fer_export.model import build_model
+    from fer_export.runtime import EmotionClassifier
+
+    out = tmp_path / "half"
+    res = CliRunner().invoke(fer_train, ["--data", str(fer2013), "--out", str(out), "--epochs", "1", "--aug", "tensor",
+                                         "--arch", "resnet18_half", *TINY, "--img-size", "48"])
+    assert res.exit_code == 0, res.output
+    model, spec = load_checkpoint(out / "best_model.pth")
+    assert spec.arch == "resnet18_half" and model.conv1.out_channels == 32 and model.fc[1].in_features == 256
+    result = export("onnx", out / "best_model.pth", tta="hflip")
+    assert result.passed
+    probs = EmotionClassifier(result.path, provider="cpu").predict(np.zeros((2, 60, 50), np.uint8))
+    assert probs.shape == (2, 7)
+    with pytest.raises(Exception, match="no ImageNet weights"):
+        build_model(spec, weights="imagenet")

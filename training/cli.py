@@ -6,7 +6,6 @@ import sys
 import click
 
 from fer_export.cli import EXIT_FAILED, EXIT_OK, library_errors
-
 from fer_export.spec import ARCHITECTURES
 
 from .config import AUGS, DEVICES, FREEZES, LAYER_LRS, OPTIMIZERS, RECIPES, SCHEDULES, Recipe, make_config

@@ -21,7 +21,8 @@ from fer_export.errors import InputError
 from fer_export.spec import ARCHITECTURES
 
 AUGS = ("seed", "tensor")
-TEACHER_SUFFIXES = (".onnx", ".pth", ".pt", ".npz", ".npy")
+TEACHER_MODELS = (".onnx", ".pth", ".pt")  # teacher files that are models (run over the training images)
+TEACHER_LOGITS = (".npz", ".npy")  # teacher files that hold precomputed logits
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("plateau", "onecycle", "cosine")
 LAYER_LRS = ("seed", "uniform")
@@ -137,8 +138,9 @@ def _problems(c: TrainConfig) -> list[str]:
         p.append(f"kd_alpha must be in [0, 1], got {c.kd_alpha}")
     if c.kd_temperature <= 0:
         p.append(f"kd_temperature must be positive, got {c.kd_temperature}")
-    if c.teacher is not None and not c.teacher.lower().endswith(TEACHER_SUFFIXES):
-        p.append(f"teacher must be a model or logits file ({', '.join(TEACHER_SUFFIXES)}), got {c.teacher!r}")
+    if c.teacher is not None and not str(c.teacher).lower().endswith(TEACHER_MODELS + TEACHER_LOGITS):
+        p.append(f"teacher must be a model ({', '.join(TEACHER_MODELS)}) or logits file ({', '.join(TEACHER_LOGITS)}), "
+                 f"got {c.teacher!r}")
     if c.limit_per_class is not None and c.limit_per_class < 1:
         p.append(f"limit_per_class must be at least 1, got {c.limit_per_class}")
     return p

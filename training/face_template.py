@@ -59,9 +59,10 @@ def derive(files: list[Path]) -> tuple[Framing, dict]:
 
     yunet = open_detector(WorkConfig(detector="yunet", det_threshold=0.5, min_face=0, det_sizes=(1024,)))
     haar = open_detector(WorkConfig(detector="haar", min_face=0, det_sizes=(1024,)))
-    marks, boxes = [], []
+    marks, boxes, sides = [], [], []
     for path in files:
         image, side, pad = padded(path)
+        sides.append(side // UPSCALE)
         found = [f for f in yunet.detect(image) if f.landmarks is not None]
         if found:
             best = max(found, key=lambda f: f.score or 0)
@@ -76,7 +77,8 @@ def derive(files: list[Path]) -> tuple[Framing, dict]:
         raise SystemExit(f"too few faces found (YuNet {len(marks)}, Haar {len(boxes)}) in {len(files)} crops")
     landmarks = symmetric(np.mean(marks, axis=0))
     box = np.median(boxes, axis=0)
-    framing = Framing(tuple(round(float(v), 4) for v in landmarks.ravel()), tuple(round(float(v), 4) for v in box))
+    framing = Framing(tuple(round(float(v), 4) for v in landmarks.ravel()), tuple(round(float(v), 4) for v in box),
+                      int(np.median(sides)))  # the training crops' side: faces reach the model at it
     spread = np.std(marks, axis=0)
     spread = {name: [round(float(v), 4) for v in spread[i]] for i, name in enumerate(LANDMARKS)}
     return framing, {"crops": len(files), "yunet_found": len(marks), "haar_found": len(boxes), "landmark_std": spread}
@@ -93,7 +95,7 @@ def stamp(model: Path, out: Path, framing: Framing) -> Path:
     if META_SPEC not in props:
         raise SystemExit(f"{model}: has no '{META_SPEC}' metadata; export it with `fer-export onnx`")
     spec = ModelSpec.from_json(props[META_SPEC].value)
-    framed = spec.replace(framing={"landmarks": list(framing.landmarks), "box": list(framing.box)})
+    framed = spec.replace(framing=framing)
     props[META_SPEC].value = framed.to_json()
     onnx.save_model(proto, str(out))
     return out
@@ -111,7 +113,8 @@ def main(argv=None) -> int:
     if bool(args.stamp) != bool(args.out):
         ap.error("--stamp and --out go together")
     framing, stats = derive(sample(args.data, args.samples, args.seed))
-    result = {"framing": {"landmarks": list(framing.landmarks), "box": list(framing.box)}, **stats}
+    result = {"framing": {"landmarks": list(framing.landmarks), "box": list(framing.box), "size": framing.size},
+              **stats}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -47,11 +47,9 @@ from fer_export.folders import labelled_images, resolve_split
 from fer_export.model import sha256_file
 from fer_export.spec import SEED_SPEC, ModelSpec
 
-from .config import TrainConfig
+from .config import TEACHER_LOGITS, TEACHER_MODELS, TrainConfig
 from .data import Items, cache_dir, decode_items, items_fingerprint, split_dirs
 
-MODEL_SUFFIXES = (".onnx", ".pth", ".pt")
-LOGITS_SUFFIXES = (".npz", ".npy")
 BATCH_SIZE = 128  # images per teacher forward pass
 
 #: ``decode(spec) -> uint8 (N, H, W)``: the training items at ``spec.input_size``, resized by ``spec.resize``.
@@ -146,7 +144,8 @@ def read_logits(path: str | Path, items: Items, root: str | Path, labels: Sequen
     return _check_logits(np.asarray(logits)[rows], len(items), labels, path)
 
 
-def write_logits(path: str | Path, logits: np.ndarray, labels: Sequence[str], paths: Sequence[str], **info: str) -> Path:
+def write_logits(path: str | Path, logits: np.ndarray, labels: Sequence[str], paths: Sequence[str],
+                 **info: str) -> Path:
     """Write an ``.npz`` teacher (atomically): ``logits``, ``labels``, ``paths`` and ``info`` strings."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,10 +189,10 @@ def teacher_logits(path: str | Path, items: Items, root: str | Path, labels: Seq
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in LOGITS_SUFFIXES:
+    if suffix in TEACHER_LOGITS:
         return read_logits(path, items, root, labels)
-    if suffix not in MODEL_SUFFIXES:
-        raise InputError(f"{path}: unknown teacher type {suffix!r}; expected one of {MODEL_SUFFIXES + LOGITS_SUFFIXES}")
+    if suffix not in TEACHER_MODELS:
+        raise InputError(f"{path}: unknown teacher type {suffix!r}; expected one of {TEACHER_MODELS + TEACHER_LOGITS}")
     predictor = open_model(path, labels)
     spec = predictor.spec
     if decode is None:
@@ -229,7 +228,8 @@ def soft_targets(config: TrainConfig, spec: ModelSpec, items: Items, run_dir: st
         return decode_items(items, teacher_spec.input_size, teacher_spec.resize,
                             cache_dir(run_dir) if shared else None, "train", config.progress)[0].numpy()
 
-    log(f"computing the teacher's logits over {len(items)} training images with {path}")
+    if path.suffix.lower() in TEACHER_MODELS:
+        log(f"running the teacher {path} over {len(items)} training images")
     start = time.perf_counter()
     logits = teacher_logits(path, items, root, spec.labels, decode, config.progress)
     seconds = time.perf_counter() - start

@@ -3,8 +3,9 @@
 RUN_DIR receives ``best_model.pth`` (seed layout + spec, epoch, metrics), ``last.pth`` (everything
 ``--resume`` needs), ``history.csv``, ``training_history.png``, ``confusion_matrix.png``,
 ``classification_report.txt`` and ``metrics.json``; ``cache/`` holds decoded pixels for
-``aug="tensor"`` and a teacher's logits (see :mod:`training.teacher`). Randomness is reseeded from ``(seed, epoch)`` at every epoch start, so a resumed
-run continues exactly as an uninterrupted one would, without saving generator states.
+``aug="tensor"`` and a teacher's logits (see :mod:`training.teacher`). Randomness is reseeded from
+``(seed, epoch)`` at every epoch start, so a resumed run continues exactly as an uninterrupted one
+would, without saving generator states.
 """
 from __future__ import annotations
 

@@ -230,7 +230,8 @@ def frame_face(image: np.ndarray, face: Face, framing: Framing | None) -> np.nda
     """The face as a uint8 gray crop framed as the model's training crops were: without a framing,
     :func:`crop_face`; with one, a square warped by the similarity that takes the face's landmarks
     nearest to the framing's (a box-only face: the square ``framing.box`` places around its box), at
-    the face's own resolution, the image's edge pixels repeated where the square leaves it."""
+    the face's own resolution (area-averaged down to ``framing.size`` when it has one), the image's
+    edge pixels repeated where the square leaves it."""
     if framing is None:
         return crop_face(image, face)
     if face.landmarks is not None:
@@ -242,8 +243,11 @@ def frame_face(image: np.ndarray, face: Face, framing: Framing | None) -> np.nda
         y0 = face.y + face.h / 2 + dy * max(face.w, face.h) - side / 2
         unit = np.array([[1 / side, 0, -x0 / side], [0, 1 / side, -y0 / side]])
     side = int(np.clip(round(1 / np.hypot(*unit[:, 0])), *FRAMED_SIDES))  # source px per crop side
-    return cv2.warpAffine(to_gray(image), unit * side, (side, side), flags=cv2.INTER_LINEAR,
+    crop = cv2.warpAffine(to_gray(image), unit * side, (side, side), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
+    if framing.size is not None and side > framing.size:  # as sharp as the training crops, not sharper
+        crop = cv2.resize(crop, (framing.size, framing.size), interpolation=cv2.INTER_AREA)
+    return crop
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
