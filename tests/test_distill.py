@@ -33,6 +33,7 @@ from conftest import TINY, tiny_checkpoint
 
 SIZE = 16
 STUDENT = SEED_SPEC.replace(input_size=[SIZE, SIZE])
+T96 = SEED_SPEC.replace(input_size=[96, 96])  # a student at the bundled teacher's own size
 
 
 def _items(fer2013, n):
@@ -115,13 +116,13 @@ def test_alpha_zero_trains_exactly_as_without_teacher(fer2013, tmp_path, aug):
 def test_onnx_teacher_sees_the_cached_images_and_is_cached(fer2013, tmp_path, monkeypatch):
     config = _config(fer2013, tmp_path / "run", DEFAULT_MODEL, limit_per_class=2, img_size=96)
     items = _items(fer2013, 2)
-    first = soft_targets(config, config_spec(96), items, tmp_path / "run", log=lambda s: None)
+    first = soft_targets(config, T96, items, tmp_path / "run", log=lambda s: None)
     assert first.computed_s is not None and first.logits.shape == (14, 7)
     # the same numbers as the runtime's own preprocessing and session give
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(DEFAULT_MODEL), providers=["CPUExecutionProvider"])
-    x = preprocess([read_gray(p) for p, _ in items], SEED_SPEC.replace(input_size=[96, 96]))
+    x = preprocess([read_gray(p) for p, _ in items], T96)
     np.testing.assert_allclose(first.logits.numpy(), sess.run(["logits"], {"input": x})[0], atol=1e-4)
     # the teacher's pixels are the data cache's own file (student and teacher both at 96 px)
     cache = sorted(p.name for p in (tmp_path / "run" / "cache").iterdir())
@@ -131,17 +132,13 @@ def test_onnx_teacher_sees_the_cached_images_and_is_cached(fer2013, tmp_path, mo
         raise AssertionError("the teacher ran again")
 
     monkeypatch.setattr(teacher_mod, "teacher_logits", no_recompute)
-    again = soft_targets(config, config_spec(96), items, tmp_path / "run", log=lambda s: None)
+    again = soft_targets(config, T96, items, tmp_path / "run", log=lambda s: None)
     assert again.computed_s is None and torch.equal(again.logits, first.logits)
     # another slice of the data is another key
     monkeypatch.undo()
-    other = soft_targets(with_overrides(config, limit_per_class=1), config_spec(96), _items(fer2013, 1),
+    other = soft_targets(with_overrides(config, limit_per_class=1), T96, _items(fer2013, 1),
                          tmp_path / "run", log=lambda s: None)
     assert other.computed_s is not None and other.cache != first.cache
-
-
-def config_spec(size):
-    return SEED_SPEC.replace(input_size=[size, size])
 
 
 @pytest.mark.data
