@@ -101,8 +101,15 @@ def publish(fmt: str, tmp: Path, final: Path, metadata: dict[str, str], model, s
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return settle(result, tmp, final, f.stamp, metadata, f"{fmt} export")
+
+
+def settle(result: ExportResult, tmp: Path, final: Path, stamp: Callable[[Path, dict], None],
+           metadata: dict[str, str], what: str) -> ExportResult:
+    """The end of the gate: embed the checks' results in ``tmp``, then move it to ``final`` when they
+    passed, else to ``NAME.failed<suffix>`` (removing any stale ``final``) and raise ParityError."""
     record = result.parity.to_dict() | {"judged": [r.to_dict() for r in result.extra]}
-    f.stamp(tmp, {**metadata, META_PARITY: json.dumps(record, sort_keys=True)})
+    stamp(tmp, {**metadata, META_PARITY: json.dumps(record, sort_keys=True)})
     failed = sibling(final, "failed")
     if result.passed:
         os.replace(tmp, final)
@@ -111,7 +118,7 @@ def publish(fmt: str, tmp: Path, final: Path, metadata: dict[str, str], model, s
     os.replace(tmp, failed)
     final.unlink(missing_ok=True)
     result.path = failed
-    raise ParityError(f"{fmt} export failed its checks; the file is kept for inspection as {failed}\n"
+    raise ParityError(f"{what} failed its checks; the file is kept for inspection as {failed}\n"
                       f"{result.summary()}", result)
 
 

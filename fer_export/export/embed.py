@@ -15,16 +15,14 @@ with the with-preprocessing tolerance (int8 models: the int8 one). Needs ``onnx`
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, ExportError, ParityError
+from ..errors import ArtifactError, ExportError
 from ..spec import META_INPUT, META_PARITY, ModelSpec
 from ..spec import INPUT_NORMALIZED, INPUT_UINT8
-from . import ExportResult, sibling
+from . import ExportResult, settle, sibling
 from .onnx import MIN_OPSET, _set_props, load_onnx, stamp_onnx
 
 PREFIX = "fer_preprocess/"  # names of the composed nodes and tensors, clear of the exporter's own
@@ -159,15 +157,4 @@ def embed_onnx(source: str | Path, output: str | Path | None = None, *, data: st
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    result = ExportResult("onnx", final, report)
-    stamp_onnx(tmp, {**metadata, META_PARITY: json.dumps(report.to_dict() | {"judged": []}, sort_keys=True)})
-    failed = sibling(final, "failed")
-    if result.passed:
-        os.replace(tmp, final)
-        failed.unlink(missing_ok=True)
-        return result
-    os.replace(tmp, failed)
-    final.unlink(missing_ok=True)
-    result.path = failed
-    raise ParityError(f"onnx --with-preprocessing failed its checks; the file is kept for inspection as {failed}\n"
-                      f"{result.summary()}", result)
+    return settle(ExportResult("onnx", final, report), tmp, final, stamp_onnx, metadata, "onnx --with-preprocessing")
