@@ -21,7 +21,6 @@ from fer_export.preprocess import preprocess, read_gray
 from fer_export.runtime import DEFAULT_MODEL
 from fer_export.spec import FER2013_LABELS, SEED_SPEC
 from training import teacher as teacher_mod
-from training import train as train_mod
 from training.cli import main as fer_train
 from training.config import make_config, with_overrides
 from training.engine import distillation_loss, teacher_probs, training_loss
@@ -30,6 +29,7 @@ from training.teacher import read_logits, relative_paths, soft_targets, teacher_
 from training.train import main as train, resume_config
 
 from conftest import TINY, tiny_checkpoint
+from test_train import train_interrupted_at_epoch_2
 
 SIZE = 16
 STUDENT = SEED_SPEC.replace(input_size=[SIZE, SIZE])
@@ -241,16 +241,7 @@ def test_cli_distils_and_resumes_with_the_cached_teacher(fer2013, tmp_path, monk
     config = _config(fer2013, tmp_path / "straight", npz, epochs=2, mixup=0.2)
     train(config, log=lambda s: None)
 
-    real_run_epoch = train_mod.run_epoch
-
-    def interrupt_epoch_2(epoch, *args, **kwargs):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real_run_epoch(epoch, *args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "run_epoch", interrupt_epoch_2)
-    assert train(with_overrides(config, out=str(tmp_path / "cut")), log=lambda s: None).interrupted
-    monkeypatch.undo()
+    assert train_interrupted_at_epoch_2(monkeypatch, with_overrides(config, out=str(tmp_path / "cut"))).interrupted
     last = read_checkpoint(tmp_path / "cut" / "last.pth")  # weights_only=True
     assert last["config"]["teacher"] == str(npz)
     assert last["teacher_sha256"] == hashlib.sha256(npz.read_bytes()).hexdigest()

@@ -75,11 +75,8 @@ def test_fast_recipe_smoke(fer2013, tmp_path):
 
 
 @pytest.mark.data
-def test_interrupt_and_resume_continue_exactly(fer2013, tmp_path, monkeypatch):
-    config = make_config("fast", data=str(fer2013), epochs=2, limit_per_class=5, img_size=BF16_SIZE, batch_size=16,
-                         progress=False)  # 3 steps per epoch: the one-cycle position must carry over
-    straight = train(with_overrides(config, out=str(tmp_path / "straight")), log=lambda s: None)
-
+def train_interrupted_at_epoch_2(monkeypatch, config):
+    """``train(config)`` as if Ctrl-C came during epoch 2; the patch is undone afterwards."""
     real_run_epoch = train_mod.run_epoch
 
     def interrupt_epoch_2(epoch, *args, **kwargs):
@@ -87,10 +84,18 @@ def test_interrupt_and_resume_continue_exactly(fer2013, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_run_epoch(epoch, *args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "run_epoch", interrupt_epoch_2)
-    cut = train(with_overrides(config, out=str(tmp_path / "cut")), log=lambda s: None)
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "run_epoch", interrupt_epoch_2)
+        return train(config, log=lambda s: None)
+
+
+def test_interrupt_and_resume_continue_exactly(fer2013, tmp_path, monkeypatch):
+    config = make_config("fast", data=str(fer2013), epochs=2, limit_per_class=5, img_size=BF16_SIZE, batch_size=16,
+                         progress=False)  # 3 steps per epoch: the one-cycle position must carry over
+    straight = train(with_overrides(config, out=str(tmp_path / "straight")), log=lambda s: None)
+
+    cut = train_interrupted_at_epoch_2(monkeypatch, with_overrides(config, out=str(tmp_path / "cut")))
     assert cut.interrupted and read_checkpoint(tmp_path / "cut" / "last.pth")["epoch"] == 1
-    monkeypatch.setattr(train_mod, "run_epoch", real_run_epoch)
 
     resumed = train(resume_config(tmp_path / "cut"), log=lambda s: None)
     assert not resumed.interrupted

@@ -250,7 +250,7 @@ def run_dask(config: BatchConfig, cluster: str, log: Log = lambda s: None,
                     images_per_task, frames_per_task).run(todo)
         finally:
             committer.writer.close()
-    return finish(config, report, started)
+    return finish(config, sources, report, started)
 
 
 def _on_worker(future):

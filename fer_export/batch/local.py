@@ -187,7 +187,7 @@ def run_local(config: BatchConfig, log: Log = lambda s: None) -> BatchReport:
         committer.writer.close()
         bar.close()
     report.timings = {k: round(v, 3) for k, v in consumer.timings.items()}
-    return finish(config, report, started)
+    return finish(config, sources, report, started)
 
 
 def _start_threads(produce: _Producer, todo: list[tuple[int, Source]], workers: int,

@@ -237,9 +237,10 @@ def check_outputs(config: BatchConfig, sources: list[Source]) -> None:
         if folder is None:
             continue
         for s in sources:
-            planned = output_path(folder, s.out_name, ".mp4" if s.kind == "video" and option == "--annotate" else None)
             if option == "--plots":
                 planned = output_path(folder, s.out_name + ".png")
+            else:
+                planned = output_path(folder, s.out_name, ".mp4" if s.kind == "video" else None)
             if os.path.realpath(planned) in inputs or os.path.realpath(planned) in seen:
                 raise OutputError(f"{option} {folder} would overwrite {planned}, an input or another output; "
                                   "choose an empty folder outside the inputs")
@@ -286,11 +287,11 @@ def progress_bar(config: BatchConfig, todo: list[tuple[int, Source]]):
                 disable=None if config.progress is None else not config.progress, dynamic_ncols=True)
 
 
-def finish(config: BatchConfig, report: BatchReport, started: float) -> BatchReport:
+def finish(config: BatchConfig, sources: list[Source], report: BatchReport, started: float) -> BatchReport:
     """The epilogue: the summary CSV, plots and annotated copies the config asks for, read back from
     the results CSV; the run's duration."""
     try:
-        _extras(config, report)
+        _extras(config, sources, report)
     except OSError as exc:
         raise OutputError(f"the results are complete in {config.out}, but an extra output failed: "
                           f"{exc.filename or ''}: {exc.strerror or exc}; rerun with --resume to write it") from exc
@@ -298,14 +299,14 @@ def finish(config: BatchConfig, report: BatchReport, started: float) -> BatchRep
     return report
 
 
-def _extras(config: BatchConfig, report: BatchReport) -> None:
+def _extras(config: BatchConfig, sources: list[Source], report: BatchReport) -> None:
     if config.summary:
         report.outputs.append(summarize(config.out, config.summary, report.detector))
     if config.plots:
         from .annotate import plot_videos
 
-        report.outputs += plot_videos(config.out, config.plots, collect_sources(config.inputs))
+        report.outputs += plot_videos(config.out, config.plots, sources)
     if config.annotate:
         from .annotate import annotate_sources
 
-        report.outputs += annotate_sources(config.out, collect_sources(config.inputs), config.annotate)
+        report.outputs += annotate_sources(config.out, sources, config.annotate)
