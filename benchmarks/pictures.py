@@ -2,11 +2,12 @@
 and classified by fer-batch, beside the accuracy of the same crops classified directly.
 
     python benchmarks/pictures.py [--data DIR] [--per-class 40] [--model M.onnx] [--detectors yunet haar]
-                                  [--seed 0] [--out DIR] [--photos DIR]
+                                  [--seed 0] [--out DIR] [--photos DIR] [--feather 0]
 
 ``--data`` is a labelled folder in FER2013's Kaggle layout (``<emotion>/*.jpg``). Each of ``--per-class``
-faces per label (a seeded sample) is upscaled to a random side of 96-240 px (cubic) and placed, its
-border feathered, at a random position on a 480x360 background of each kind:
+faces per label (a seeded sample) is upscaled to a random side of 96-240 px (cubic) and placed at a
+random position on a 480x360 background of each kind (``--feather F``: its border fades into the
+background over F of its side; default 0, the crop as it is, with its own surroundings):
 
 - ``noise``: smooth blurred noise (low-frequency noise upscaled, plus a little grain);
 - ``photo``: real photo content without faces: windows of ``--photos`` far from every face YuNet or
@@ -14,14 +15,14 @@ border feathered, at a random position on a 480x360 background of each kind:
 
 Pictures are gray, like the faces. Each detector runs through :func:`fer_export.batch.run_batch` on
 every picture, once per crop mode: ``box`` (a square around the detector's box) and, for a model whose
-spec has a framing, ``aligned`` (faces warped to the framing of its training crops). Per picture, the
+spec has a framing, ``framed`` (each face cropped as the training crops framed faces: ``--crop auto``). Per picture, the
 face taken is the highest-scoring detection (YuNet) or the largest (Haar); it counts as *found* when its
 centre lies inside the placed face. Columns: ``found`` (pictures whose taken face is the placed one),
 ``acc found`` (accuracy on those), ``end-to-end`` (correct / all pictures: a picture whose face was not
 found counts as wrong); then, classified whole (``--detector none``), the same faces as ``placed``
 squares cut from the pictures at exactly where they were placed (on the found ones) and as the original
 ``crop`` (on the found ones, and on all). ``acc found`` against ``placed acc found`` is what the
-detector's framing costs; ``placed`` against ``crop`` is what placing costs (resampling, the feathered
+detector's framing costs; ``placed`` against ``crop`` is what placing costs (resampling, a feathered
 border); the gap between ``found`` and the total is what the detector misses.
 
 Writes the pictures, the results CSVs and ``pictures.json`` (with every picture's label, source crop
@@ -46,7 +47,7 @@ DATA = ROOT.parent / "shared" / "data"
 PICTURE = (360, 480)  # (height, width) of every picture
 FACE_SIDES = (96, 240)  # a placed face's side, px: uniform in this range
 BACKGROUNDS = ("noise", "photo")
-FEATHER = 0.08  # fraction of the face's side over which its border fades into the background
+FEATHER = 0.0  # default fraction of the face's side over which its border fades into the background
 PHOTO_LONG_SIDES = (1280, 1920)  # photos are scaled to these long sides before windows are cut
 KEEP_OUT = 0.3  # a window stays this many face sides away from every face found in its photo
 
@@ -116,12 +117,13 @@ def face_free_windows(photos: Path, per_photo: int, rng: np.random.Generator) ->
     return windows
 
 
-def place(face: np.ndarray, background: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, tuple]:
+def place(face: np.ndarray, background: np.ndarray, rng: np.random.Generator,
+          feather: float = FEATHER) -> tuple[np.ndarray, tuple]:
     """``face`` (gray) upscaled to a random side and blended into a copy of ``background``, its border
-    feathered. Returns the picture and the face's box (x, y, side, side)."""
+    faded over ``feather`` of its side. Returns the picture and the face's box (x, y, side, side)."""
     side = int(rng.integers(FACE_SIDES[0], FACE_SIDES[1] + 1))
     big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-    ramp = np.clip(np.minimum(np.arange(side), np.arange(side)[::-1]) / max(1.0, FEATHER * side), 0, 1)
+    ramp = np.clip((np.minimum(np.arange(side), np.arange(side)[::-1]) + 1) / max(1.0, feather * side), 0, 1)
     alpha = np.minimum.outer(ramp, ramp)
     H, W = background.shape
     x, y = int(rng.integers(0, W - side + 1)), int(rng.integers(0, H - side + 1))
@@ -131,7 +133,7 @@ def place(face: np.ndarray, background: np.ndarray, rng: np.random.Generator) ->
 
 
 def build_pictures(faces: list[tuple[Path, str]], photos: Path | None, folder: Path,
-                   rng: np.random.Generator) -> list[Picture]:
+                   rng: np.random.Generator, feather: float = FEATHER) -> list[Picture]:
     """Every face on one background of each kind, written as PNG under ``folder``."""
     from fer_export.preprocess import read_gray
 
@@ -145,7 +147,7 @@ def build_pictures(faces: list[tuple[Path, str]], photos: Path | None, folder: P
         face = read_gray(crop)
         for kind in kinds:
             bg = noise_background(rng) if kind == "noise" else windows[int(rng.integers(len(windows)))]
-            picture, box = place(face, bg, rng)
+            picture, box = place(face, bg, rng, feather)
             name = f"{kind}_{k:05d}_{label}.png"
             cv2.imwrite(str(folder / name), picture)
             pictures.append(Picture(name, label, str(crop), kind, box))
@@ -228,23 +230,23 @@ def classify_whole(pictures: list[Picture], out: Path, **options) -> dict[str, s
             for p in pictures for kind, suffix in (("placed", ""), ("crop", Path(p.crop).suffix))}
 
 
-#: Crop modes: the table's name -> WorkConfig.crop. ``aligned`` needs a model whose spec has a framing.
-CROP_MODES = {"box": "box", "aligned": "auto"}
+#: Crop modes: the table's name -> WorkConfig.crop. ``framed`` needs a model whose spec has a framing.
+CROP_MODES = {"box": "box", "framed": "auto"}
 
 
 def crop_modes(model: Path | None) -> list[str]:
-    """The crop modes ``model`` supports: ``box``, and ``aligned`` when its spec has a framing."""
+    """The crop modes ``model`` supports: ``box``, and ``framed`` when its spec has a framing."""
     from fer_export.runtime import EmotionClassifier
 
-    return ["box", "aligned"] if EmotionClassifier(model, "cpu").spec.framing else ["box"]
+    return ["box", "framed"] if EmotionClassifier(model, "cpu").spec.framing else ["box"]
 
 
 def measure(data: Path, per_class: int, out: Path, model: Path | None = None, detectors=("yunet", "haar"),
-            seed: int = 0, photos: Path | None = DATA / "photos") -> dict:
+            seed: int = 0, photos: Path | None = DATA / "photos", feather: float = FEATHER) -> dict:
     """Build the pictures, run every detector and crop mode, score; the JSON-ready result."""
     rng = np.random.default_rng(seed)
     faces = sample_faces(data, per_class, rng)
-    pictures = build_pictures(faces, photos, out / "pictures", rng)
+    pictures = build_pictures(faces, photos, out / "pictures", rng, feather)
     common = {"model": model}
     whole = classify_whole(pictures, out, **common)
     rows = []
@@ -258,7 +260,7 @@ def measure(data: Path, per_class: int, out: Path, model: Path | None = None, de
                              **score(subset, found, whole)})
     return {"data": str(data), "per_class": per_class, "seed": seed, "faces": len(faces),
             "pictures": len(pictures), "model": str(model) if model else "bundled", "rows": rows,
-            "placement": {"picture_hw": PICTURE, "face_sides": FACE_SIDES, "feather": FEATHER},
+            "placement": {"picture_hw": PICTURE, "face_sides": FACE_SIDES, "feather": feather},
             "manifest": [asdict(p) for p in pictures]}
 
 
@@ -281,12 +283,15 @@ def main(argv=None) -> int:
     ap.add_argument("--photos", type=Path, default=DATA / "photos",
                     help="photos to cut face-free backgrounds from (absent: the noise background only)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--feather", type=float, default=FEATHER,
+                    help="fade each face's border into the background over this fraction of its side (default 0)")
     ap.add_argument("--out", type=Path, help="folder for pictures, CSVs and pictures.json (default: a new temp folder)")
     args = ap.parse_args(argv)
     machine = machine_info()
     out = args.out or Path(tempfile.mkdtemp(prefix="fer-pictures-"))
     photos = args.photos if args.photos and args.photos.is_dir() else None
-    result = measure(args.data, args.per_class, out, args.model, tuple(args.detectors), args.seed, photos)
+    result = measure(args.data, args.per_class, out, args.model, tuple(args.detectors), args.seed, photos,
+                     args.feather)
     result["machine"] = machine
     print(f"Machine: {describe_machine(machine)}\n")
     print(table(result))

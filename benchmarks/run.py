@@ -1,10 +1,12 @@
 """Every backend of the toolkit on one model: latency, throughput, memory, GFLOP/s and accuracy.
 
-    python benchmarks/run.py [--model CKPT.pth|MODEL.onnx] [--data DIR] [--calib DIR] [--quick] [--out-dir DIR]
+    python benchmarks/run.py [--model accurate|fast|CKPT.pth|MODEL.onnx ...] [--data DIR] [--calib DIR] [--quick]
+                             [--out-dir DIR]
 
-Backends: PyTorch eager fp32 and bf16 autocast, TorchScript, onnxruntime fp32 and int8 (static QDQ
+Without --model: every model bundled with the package, then a side-by-side table of their fastest
+CPU rows. Backends: PyTorch eager fp32 and bf16 autocast, TorchScript, onnxruntime fp32 and int8 (static QDQ
 from fer_export's quantize code, calibrated on --calib, default the train/ folder beside --data), and their CUDA variants
-when a GPU is present. A .pth is exported first with fer_export's own exporters (parity-checked)
+when a GPU is present. An int8 .onnx (the bundled fast model) gives the int8 row only. A .pth is exported first with fer_export's own exporters (parity-checked)
 into OUT_DIR/artifacts; an .onnx gives the onnxruntime rows only. Each backend runs in a fresh
 subprocess, so its peak RSS is its own: load the model, evaluate it on --data, then time
 ``predictor.logits(uint8 batch)`` at each batch size (warm-up, then --reps runs: p50, p90).
@@ -139,11 +141,16 @@ def make_artifacts(model: Path, out: Path, calib: Path | None, calib_images: int
     with the library (parity-checked against eager) unless OUT/artifacts already holds a passed
     export of the same checkpoint (``reused`` lists those); a failed export is a note on its row."""
     from fer_export.errors import FerExportError
+    from fer_export.spec import META_PRECISION
 
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path | None] = {}
     notes: dict[str, str] = {}
     reused: list[str] = []
+    if model.suffix.lower() == ".onnx" and onnx_metadata(model).get(META_PRECISION) == "int8":
+        paths["onnx"], notes["onnx"] = None, "skipped: the model is int8 (no fp32 graph to run)"
+        paths["int8"], notes["int8"] = model, "the model as given"
+        return paths, notes, reused
     if model.suffix.lower() == ".onnx":
         paths["onnx"] = model
     else:
@@ -337,21 +344,30 @@ def ort_vs_eager(rows: list[dict], batch: int = 32) -> str:
 
 def run(args) -> dict:
     machine = machine_info()
-    out = args.out_dir
-    model = args.model.resolve()
+    print("measuring the GEMM ceiling per precision ...", file=sys.stderr, flush=True)
+    ceilings = measured_ceiling(machine, args.threads)
+    models = [run_model(args, name, path, machine, ceilings) for name, path in args.models]
+    return {"machine": machine, "ceilings": ceilings, "models": models,
+            "peak_gflops": {p: peak_gflops(machine, p, args.threads) for p in ("fp32", "bf16", "int8")},
+            "data": _str(args.data), "threads": args.threads, "reps": args.reps, "warmup": args.warmup,
+            "batch_sizes": args.batch_sizes, "quick": args.quick}
+
+
+def run_model(args, name: str, model: Path, machine: dict, ceilings: dict) -> dict:
+    """Every backend of one model (``name``: its bundled name, or the file's stem)."""
+    out = args.out_dir / name if len(args.models) > 1 else args.out_dir
+    model = model.resolve()
     calib = args.calib or default_calib(args.data)
     calib_images = QUICK_CALIB_IMAGES if args.quick else None
     artifacts, notes, reused = make_artifacts(model, out / "artifacts", calib, calib_images)
-    fp32_onnx = artifacts.get("onnx")
+    graph = artifacts.get("onnx") or artifacts.get("int8")
     flops, flops_by_op = None, {}
-    if fp32_onnx is not None:
+    if graph is not None:
         from fer_export.runtime import spec_from_metadata
 
-        spec = spec_from_metadata(onnx_metadata(fp32_onnx), fp32_onnx)
-        flops_by_op = onnx_flops(fp32_onnx, [1, spec.channels, *spec.input_size])
+        spec = spec_from_metadata(onnx_metadata(graph), graph)
+        flops_by_op = onnx_flops(graph, [1, spec.channels, *spec.input_size])
         flops = float(sum(flops_by_op.values()))
-    print("measuring the GEMM ceiling per precision ...", file=sys.stderr, flush=True)
-    ceilings = measured_ceiling(machine, args.threads)
     rows = []
     for backend in backends(model, artifacts, notes, cuda_status()):
         if backend.path is None:
@@ -362,38 +378,65 @@ def run(args) -> dict:
                                  "limit_per_class": args.limit_per_class}
         print(f"measuring {backend.name} {backend.precision} on {backend.device} ...", file=sys.stderr, flush=True)
         rows += rows_for(backend, run_isolated(job), flops, machine, args.threads, ceilings)
-    return {"model": str(model), "artifacts": {k: _str(v) for k, v in artifacts.items()},
-            "artifacts_reused": reused, "machine": machine,
-            "peak_gflops": {p: peak_gflops(machine, p, args.threads) for p in ("fp32", "bf16", "int8")},
-            "ceilings": ceilings,
-            "flops_per_image": flops, "flops_per_image_by_op": flops_by_op, "data": _str(args.data),
-            "calib": _str(calib), "limit_per_class": args.limit_per_class, "threads": args.threads,
-            "reps": args.reps, "warmup": args.warmup, "batch_sizes": args.batch_sizes, "quick": args.quick,
-            "rows": rows}
+    as_given = None  # the backend that runs the given file itself (a checkpoint: none, it is exported first)
+    if model.suffix.lower() == ".onnx":
+        as_given = "onnxruntime int8 QDQ" if artifacts.get("onnx") is None else "onnxruntime"
+    return {"name": name, "model": str(model), "size_mb": round(model.stat().st_size / 2**20, 1),
+            "as_given": as_given,
+            "artifacts": {k: _str(v) for k, v in artifacts.items()}, "artifacts_reused": reused,
+            "flops_per_image": flops, "flops_per_image_by_op": flops_by_op, "calib": _str(calib),
+            "limit_per_class": args.limit_per_class, "rows": rows}
 
 
 def report(result: dict) -> str:
-    flops, rows = result["flops_per_image"], result["rows"]
-    images = next((r["eval_images"] for r in rows if r["eval_images"]), 0)
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in result["peak_gflops"].items() if v)
-    ceilings = ", ".join(f"{k} {c['gflops']:.0f} ({c['engine']}, {c['n']}^3)" for k, c in result["ceilings"].items())
-    head = [f"Model {result['model']}: {flops / 1e9:.3f} GFLOP per image (Conv+Gemm MACs x 2)" if flops
-            else f"Model {result['model']}: FLOPs unknown",
-            f"Machine: {describe_machine(result['machine'])}",
-            f"Accuracy on {result['data']} ({images} images); threads {result['threads']}; "
-            f"{result['warmup']} warm-up + {result['reps']} timed runs per batch size",
-            f"% ceiling: of the fastest large dense GEMM measured on the same {result['threads']} threads, GFLOP/s "
-            f"(GOP/s for int8): {ceilings}. % nominal peak: of cores x clock x FMA width: {peaks}", ""]
-    tail = [ort_vs_eager(rows), busy_warning(result["machine"])]
-    return "\n".join(head + [table(rows), ""] + [line for line in tail if line])
+    ceilings = ", ".join(f"{k} {c['gflops']:.0f} ({c['engine']} {c['kernel']})" for k, c in result["ceilings"].items())
+    lines = [f"Machine: {describe_machine(result['machine'])}",
+             f"Accuracy on {result['data']}; threads {result['threads']}; "
+             f"{result['warmup']} warm-up + {result['reps']} timed runs per batch size",
+             f"% ceiling: of the fastest large dense kernel (GEMM, or fp32 convolution) measured on the same {result['threads']} threads, GFLOP/s "
+             f"(GOP/s for int8): {ceilings}. % nominal peak: of cores x clock x FMA width: {peaks}", ""]
+    for m in result["models"]:
+        flops, rows = m["flops_per_image"], m["rows"]
+        images = next((r["eval_images"] for r in rows if r["eval_images"]), 0)
+        lines += [f"## {m['name']}: {m['model']} ({m['size_mb']} MB), "
+                  + (f"{flops / 1e9:.3f} GFLOP per image (Conv+Gemm MACs x 2)" if flops else "FLOPs unknown")
+                  + f"; accuracy on {images} images", "", table(rows), "", ort_vs_eager(rows), ""]
+    if len(result["models"]) > 1:
+        lines += ["## Side by side: each model as given (a checkpoint: its fastest CPU backend)", "",
+                  side_by_side(result), ""]
+    warning = busy_warning(result["machine"])
+    return "\n".join(lines + ([warning] if warning else []))
+
+
+SIDE = (("model", "name", None), ("file MB", "size_mb", 1), ("GFLOP/image", "gflop", 3), ("backend", "backend", None),
+        ("precision", "precision", None), ("batch", "batch", None), ("img/s", "images_per_s", 0),
+        ("% ceiling", "pct_ceiling", 1), ("accuracy %", "accuracy", 2))
+
+
+def side_by_side(result: dict) -> str:
+    """Per model, at each of the two largest batch sizes, the CPU row of the file as given (an .onnx),
+    else the CPU row with the most images/s."""
+    rows = []
+    for m in result["models"]:
+        measured = [r for r in m["rows"] if r["device"] == "cpu" and r.get("images_per_s")
+                    and m.get("as_given") in (None, r["backend"])]
+        for batch in sorted({r["batch"] for r in measured})[-2:]:
+            best = max((r for r in measured if r["batch"] == batch), key=lambda r: r["images_per_s"])
+            rows.append({"name": m["name"], "size_mb": m["size_mb"],
+                         "gflop": m["flops_per_image"] / 1e9 if m["flops_per_image"] else None, **best})
+    cell = lambda r, k, d: r.get(k) if r.get(k) is None or d is None else (  # noqa: E731
+        f"{100 * r[k] if k == 'accuracy' else r[k]:.{d}f}")
+    return markdown_table([h for h, _, _ in SIDE], [[cell(r, k, d) for _, k, d in SIDE] for r in rows])
 
 
 def parse_args(argv=None):
-    from fer_export.runtime import DEFAULT_MODEL
+    from fer_export.runtime import BUNDLED_MODELS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL if DEFAULT_MODEL.is_file() else None,
-                    help=f"a .pth checkpoint or an exported .onnx (default: the bundled {DEFAULT_MODEL.name})")
+    ap.add_argument("--model", nargs="+", metavar="accurate|fast|PATH",
+                    help="bundled models by name, .pth checkpoints or exported .onnx files, measured one after "
+                         "the other and then side by side (default: every bundled model)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA if DEFAULT_DATA.is_dir() else None,
                     help="labelled folder DIR/<emotion>/*.jpg for accuracy (default: ../shared/data/fer2013/val)")
     ap.add_argument("--calib", type=Path, help="training images to calibrate int8 on (default: the train/ folder "
@@ -413,10 +456,17 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.worker:
         return args
-    if args.model is None:
-        ap.error(f"--model is required until the bundled model {DEFAULT_MODEL} exists")
-    if not args.model.is_file():
-        ap.error(f"--model {args.model}: no such file")
+    names = args.model or [n for n, p in BUNDLED_MODELS.items() if p.is_file()]
+    if not names:
+        ap.error("no bundled model in this install: pass --model PATH")
+    args.models = []
+    for name in names:
+        path = BUNDLED_MODELS.get(name, Path(name))
+        if not path.is_file():
+            ap.error(f"--model {name}: no such file" + (" (the bundled model is missing)" if name in BUNDLED_MODELS else ""))
+        args.models.append((name if name in BUNDLED_MODELS else path.stem, path))
+    if len({n for n, _ in args.models}) < len(args.models):
+        ap.error("--model: two models of the same name; rename one")
     quick = args.quick
     args.batch_sizes = args.batch_sizes or list(QUICK_BATCH_SIZES if quick else BATCH_SIZES)
     args.reps = args.reps or (QUICK_REPS if quick else REPS)
@@ -444,7 +494,7 @@ def main(argv=None) -> int:
     write_json(args.out_dir / "benchmark.json", result)
     (args.out_dir / "benchmark.md").write_text(text + "\n")
     print(f"\nwrote {args.out_dir / 'benchmark.json'} and {args.out_dir / 'benchmark.md'}")
-    return 1 if any(r["note"].startswith(FAILED) for r in result["rows"]) else 0
+    return 1 if any(r["note"].startswith(FAILED) for m in result["models"] for r in m["rows"]) else 0
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
 """fer-batch on one video at default settings, per detector: frames/s as a user sees them.
 
-    python benchmarks/video_fps.py [VIDEO] [--detectors yunet haar] [--repeat 3] [--fer-fps N] [--json out.json]
+    python benchmarks/video_fps.py [VIDEO] [--detectors yunet haar] [--models accurate fast] [--repeat 3]
+                                   [--fer-python fer-venv/bin/python | --fer-fps N] [--json out.json]
 
 Runs ``fer-batch VIDEO --out TMP.csv --overwrite --detector D`` as its own process, ``--repeat``
 times per detector (alternating), and keeps the best: other work on the machine only ever slows a
 run down. frames/s is frames over the process's wall time, so it includes starting Python and
 loading the model. ``cpu ms/frame`` (user + system time of the process over frames) is the steadier
-number on a shared machine: it counts the work done, not the waiting for a core. ``--fer-fps``: the
-frames/s of another tool on the same video (e.g. the ``fer`` package, which is not a dependency),
-printed as a ratio.
+number on a shared machine: it counts the work done, not the waiting for a core. ``--fer-python``:
+an interpreter with the ``fer`` package (not a dependency; install it in its own venv, see
+``peer_fer.py``): fer's ``Video.analyze`` on the same video runs in turn with fer-batch, best of
+``--repeat``, and every row gets its ratio to it (``--fer-fps``: a rate measured elsewhere instead).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -50,36 +53,56 @@ def frames_in(results: Path) -> int:
     return int(read_results(results)["frame"].nunique())
 
 
+def fer_command(python: str, video: Path) -> list[str]:
+    return [python, str(Path(__file__).with_name("peer_fer.py")), "video", str(video), "--repeat", "1"]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video", type=Path, nargs="?", default=DATA / "videos" / "fer_woman2.mp4")
     ap.add_argument("--detectors", nargs="+", default=["yunet", "haar"], choices=["yunet", "haar", "none"])
-    ap.add_argument("--repeat", type=int, default=3, help="runs per detector, best of")
-    ap.add_argument("--fer-fps", type=float, help="another tool's frames/s on the same video, for the ratio")
+    ap.add_argument("--models", nargs="+", default=[None], metavar="accurate|fast|PATH",
+                    help="fer-batch --model values to run (default: fer-batch's default)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per configuration, best of")
+    ap.add_argument("--fer-python", help="a Python interpreter with the `fer` package: its Video.analyze on the same "
+                                         "video is timed in turn with the runs above (benchmarks/peer_fer.py)")
+    ap.add_argument("--fer-fps", type=float, help="or: fer's frames/s measured elsewhere, for the ratio")
     ap.add_argument("--json", type=Path, help="write the result here as JSON")
     args = ap.parse_args(argv)
     machine = machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="fer-video-fps-"))
-    runs: dict[str, list[dict]] = {d: [] for d in args.detectors}
-    for _ in range(args.repeat):  # alternate detectors: a burst of load elsewhere hits both
-        for d in args.detectors:
+    configs = [(m, d) for m in args.models for d in args.detectors]
+    runs: dict[tuple, list[dict]] = {c: [] for c in configs}
+    fer_fps = []
+    for _ in range(args.repeat):  # alternate configurations: a burst of load elsewhere hits them all
+        for m, d in configs:
             out = tmp / f"{d}.csv"
-            runs[d].append(timed(fer_batch_command(args.video, out, d)))
-            runs[d][-1]["frames"] = frames_in(out)
-    rows, result = [], {"video": str(args.video), "repeat": args.repeat, "fer_fps": args.fer_fps, "detectors": {}}
-    for d, rs in runs.items():
+            runs[m, d].append(timed(fer_batch_command(args.video, out, d, ("--model", m) if m else ())))
+            runs[m, d][-1]["frames"] = frames_in(out)
+        if args.fer_python:
+            proc = subprocess.run(fer_command(args.fer_python, args.video), capture_output=True, text=True)
+            if proc.returncode:
+                raise SystemExit(f"fer failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+            fer_fps.append(json.loads(proc.stdout.strip().splitlines()[-1])["fps"])
+    reference = max(fer_fps) if fer_fps else args.fer_fps
+    rows = []
+    result = {"video": str(args.video), "repeat": args.repeat, "fer_fps": reference, "fer_runs": fer_fps, "runs": []}
+    for (m, d), rs in runs.items():
         best = min(rs, key=lambda r: r["wall_s"])
         frames = best["frames"]
         fps = frames / best["wall_s"]
         cpu_ms = 1000 * min(r["cpu_s"] for r in rs) / frames
-        result["detectors"][d] = {"frames": frames, "best_frames_per_s": round(fps, 1),
-                                  "all_frames_per_s": [round(frames / r["wall_s"], 1) for r in rs],
-                                  "cpu_ms_per_frame": round(cpu_ms, 1)}
-        rows.append([d, frames, round(fps, 1), round(cpu_ms, 1),
-                     round(fps / args.fer_fps, 2) if args.fer_fps else None])
+        result["runs"].append({"model": m or "default", "detector": d, "frames": frames,
+                               "best_frames_per_s": round(fps, 1),
+                               "all_frames_per_s": [round(frames / r["wall_s"], 1) for r in rs],
+                               "cpu_ms_per_frame": round(cpu_ms, 1)})
+        rows.append([m or "default", d, frames, round(fps, 1), round(cpu_ms, 1),
+                     round(fps / reference, 2) if reference else None])
+    if fer_fps:
+        rows.append(["fer (Haar, tflite)", "haar", None, round(reference, 1), None, 1.0])
     result["machine"] = machine
     print(f"Machine: {describe_machine(machine)}\n")
-    print(markdown_table(["detector", "frames", "frames/s (best)", "cpu ms/frame", "ratio to --fer-fps"], rows))
+    print(markdown_table(["model", "detector", "frames", "frames/s (best)", "cpu ms/frame", "x fer"], rows))
     warning = busy_warning(machine)
     if warning:
         print(warning)

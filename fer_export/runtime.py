@@ -18,7 +18,13 @@ from .spec import INPUT_NORMALIZED, INPUT_UINT8, META_INPUT, META_SPEC, ModelSpe
 
 PROVIDERS = ("auto", "cpu", "cuda")
 _ORT = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-DEFAULT_MODEL = Path(__file__).parent / "models" / "fer2013_resnet18.onnx"
+_MODELS = Path(__file__).parent / "models"
+#: The models shipped with the package, by the name a user picks them with (``--model fast``,
+#: ``EmotionClassifier("fast")``): ``accurate`` is the default; ``fast`` trades a few points of accuracy for
+#: several times the speed (README, "Choosing a model").
+BUNDLED_MODELS = {"accurate": _MODELS / "fer2013_resnet18.onnx", "fast": _MODELS / "fer2013_fast.int8.onnx"}
+DEFAULT_TIER = "accurate"
+DEFAULT_MODEL = BUNDLED_MODELS[DEFAULT_TIER]
 #: Crops per onnxruntime call.
 DEFAULT_BATCH_SIZE = 32
 
@@ -88,11 +94,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def resolve_model(model: str | Path | None = None) -> Path:
+    """The file behind ``model``: a bundled model's name (``accurate``, ``fast``), None for the default
+    one, or a path (a file of that name in the working directory needs ``./``: names come first)."""
+    name = DEFAULT_TIER if model is None else model
+    if isinstance(name, str) and name in BUNDLED_MODELS:
+        path = BUNDLED_MODELS[name]
+        if not path.is_file():
+            raise ArtifactError(f"the bundled '{name}' model is missing from this install ({path}); reinstall "
+                                f"fer-export, or pass another model (--model PATH: an ONNX model exported with "
+                                f"`fer-export onnx`)")
+        return path
+    return Path(model)
+
+
 class EmotionClassifier:
     """Classify grayscale (or BGR) face crops of any size with an exported ONNX model.
 
     Everything — labels, input size, normalisation, resize method — comes from the model's
-    embedded metadata. ``model=None`` uses the model bundled with the package. This is the one
+    embedded metadata. ``model`` is a file, or the name of a model bundled with the package
+    (:data:`BUNDLED_MODELS`: ``"accurate"``, the default, or ``"fast"``). This is the one
     onnxruntime wrapper of the toolkit: the batch runner and evaluation use it too. ``threads`` and
     ``spin`` go to :func:`open_session`.
     """
@@ -101,12 +122,7 @@ class EmotionClassifier:
 
     def __init__(self, model: str | Path | None = None, provider: str = "auto",
                  batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None, spin: bool = True):
-        path = Path(model) if model is not None else DEFAULT_MODEL
-        if model is None and not path.is_file():
-            raise ArtifactError(
-                f"no bundled model in this install ({path} is missing); pass the path of an ONNX model "
-                f"exported with `fer-export onnx`"
-            )
+        path = resolve_model(model)
         self.path = path
         self.session, self.provider = open_session(path, provider, threads, spin)
         self.metadata = read_metadata(self.session, path)

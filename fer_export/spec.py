@@ -52,8 +52,9 @@ LANDMARKS = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
 class Framing:
     """Where the face sat in the crops a model was trained on, so that a detected face is cropped alike.
 
-    A face with landmarks is warped by the similarity that takes its landmarks nearest to
-    ``landmarks``; a face box without them (Haar) gives the square ``box`` describes.
+    A face from a detector named in ``detector_boxes`` gives the square its rule places around its
+    box; else a face with landmarks is warped by the similarity that takes its landmarks nearest to
+    ``landmarks``; else (a box-only detector) the square ``box`` places around its box.
     """
 
     landmarks: tuple[float, ...]  # mean x, y of each of LANDMARKS in a training crop, as fractions of its side
@@ -63,17 +64,39 @@ class Framing:
     #: down to it before the model's own resize, so that a face seen at high resolution reaches the
     #: network as sharp as the training faces did, not sharper; None = keep the face's resolution.
     size: int | None = None
+    #: ((detector name, (dx, dy, scale)), ...): a box rule calibrated for each named detector, used
+    #: before the landmarks. FER2013's crops are upright squares whose framing varies from face to face;
+    #: a detector's own box, calibrated, predicts them better than a landmark warp (which also turns
+    #: the face upright, as the training crops were not).
+    detector_boxes: tuple[tuple[str, tuple[float, float, float]], ...] = ()
+
+    FIELDS = frozenset({"landmarks", "box", "size", "detector_boxes"})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Framing":
-        if not isinstance(data, Mapping) or not {"landmarks", "box"} <= set(data) <= {"landmarks", "box", "size"}:
-            raise SpecError(f"a framing needs the fields 'landmarks' and 'box' (and may have 'size'), got {data!r}")
+        if not isinstance(data, Mapping) or not {"landmarks", "box"} <= set(data) <= cls.FIELDS:
+            raise SpecError(f"a framing needs the fields 'landmarks' and 'box' (and may have 'size' and "
+                            f"'detector_boxes'), got {data!r}")
         try:
             size = data.get("size")
+            boxes = data.get("detector_boxes") or {}
             return cls(tuple(float(v) for v in data["landmarks"]), tuple(float(v) for v in data["box"]),
-                       None if size is None else int(size))
-        except (TypeError, ValueError) as exc:
+                       None if size is None else int(size),
+                       tuple((str(k), tuple(float(v) for v in boxes[k])) for k in sorted(boxes)))
+        except (TypeError, ValueError, AttributeError) as exc:
             raise SpecError(f"malformed framing {dict(data)!r}: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"landmarks": list(self.landmarks), "box": list(self.box)}
+        if self.size is not None:
+            d["size"] = self.size
+        if self.detector_boxes:
+            d["detector_boxes"] = {name: list(rule) for name, rule in self.detector_boxes}
+        return d
+
+    def box_rule(self, detector: str | None) -> tuple[float, float, float] | None:
+        """The box rule calibrated for ``detector``, if the framing has one."""
+        return dict(self.detector_boxes).get(detector)
 
 
 @dataclass(frozen=True)
@@ -108,9 +131,7 @@ class ModelSpec:
         if self.framing is None:  # a spec without one reads and hashes as before framings existed
             del d["framing"]
         else:
-            d["framing"] = {"landmarks": list(self.framing.landmarks), "box": list(self.framing.box)}
-            if self.framing.size is not None:
-                d["framing"]["size"] = self.framing.size
+            d["framing"] = self.framing.to_dict()
         return d
 
     def to_json(self) -> str:
@@ -181,8 +202,8 @@ def _problems(spec: ModelSpec) -> list[str]:
             p.append(f"framing must be a Framing, got {type(f).__name__}")
         elif len(f.landmarks) != 2 * len(LANDMARKS) or not all(-1 <= v <= 2 for v in f.landmarks):
             p.append(f"framing landmarks must be {2 * len(LANDMARKS)} fractions of the crop side, got {f.landmarks!r}")
-        elif len(f.box) != 3 or not f.box[2] > 0:
-            p.append(f"framing box must be (dx, dy, scale > 0), got {f.box!r}")
+        elif any(len(b) != 3 or not b[2] > 0 for b in (f.box, *(rule for _, rule in f.detector_boxes))):
+            p.append(f"framing boxes must be (dx, dy, scale > 0), got {f.box!r} and {f.detector_boxes!r}")
         if f.size is not None and not 8 <= f.size <= 4096:
             p.append(f"framing size must be 8 to 4096 px, got {f.size!r}")
     return p

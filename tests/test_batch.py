@@ -22,6 +22,7 @@ from fer_export.batch.results import columns, journal_path, read_results
 from fer_export.cli.batch import main
 from fer_export.errors import InputError
 from fer_export.preprocess import read_gray
+from fer_export.runtime import BUNDLED_MODELS
 from fer_export.runtime import EmotionClassifier
 from fer_export.spec import FER2013_LABELS
 from test_sources import write_avi
@@ -273,10 +274,18 @@ def test_usage_errors_exit_2(tmp_path, monkeypatch, tiny_model, photos, args, me
     assert res.exit_code == 2 and message in res.output, res.output
 
 
-def test_default_model_missing_says_pass_model(tmp_path, monkeypatch, photos):
-    monkeypatch.setattr("fer_export.batch.work.DEFAULT_MODEL", tmp_path / "absent.onnx")
-    res = batch(photos / "fer_justin.jpg", "--out", tmp_path / "r.csv")
-    assert res.exit_code == 2 and "--model" in res.output
+@pytest.mark.parametrize("name", [[], ["--model", "fast"]])
+def test_a_missing_bundled_model_says_pass_model(tmp_path, monkeypatch, photos, name):
+    monkeypatch.setitem(BUNDLED_MODELS, "accurate", tmp_path / "absent.onnx")
+    monkeypatch.setitem(BUNDLED_MODELS, "fast", tmp_path / "absent.int8.onnx")
+    res = batch(photos / "fer_justin.jpg", "--out", tmp_path / "r.csv", *name)
+    assert res.exit_code == 2 and "--model PATH" in res.output and "absent" in res.output, res.output
+
+
+def test_model_is_a_bundled_name_or_an_existing_file(tmp_path, photos):
+    res = batch(photos / "fer_justin.jpg", "--out", tmp_path / "r.csv", "--model", "quick")
+    assert res.exit_code == 2 and "accurate" in res.output and "fast" in res.output, res.output
+    assert not (tmp_path / "r.csv").exists()
 
 
 def test_help_documents_defaults():

@@ -37,8 +37,10 @@ def test_run_measures_every_backend_with_accuracy(tmp_path, tiny_ckpt, exported,
     res = script("run.py", "--model", tiny_ckpt, "--data", fer2013 / "val", "--quick", "--batch-sizes", 2,
                  "--limit-per-class", 1, "--threads", 1, "--out-dir", out)
     assert res.returncode == 0, res.stdout + res.stderr
-    result = json.loads((out / "benchmark.json").read_text())
-    assert {"cpu", "cores", "clock_mhz", "flags", "onnxruntime", "torch"} <= set(result["machine"])
+    whole = json.loads((out / "benchmark.json").read_text())
+    assert {"cpu", "cores", "clock_mhz", "flags", "onnxruntime", "torch"} <= set(whole["machine"])
+    (result,) = whole["models"]
+    assert result["name"] == tiny_ckpt.stem and result["size_mb"] > 0
     assert len(result["artifacts_reused"]) == 2
     assert set(result["flops_per_image_by_op"]) <= {"Conv", "Gemm", "MatMul"}
     assert result["flops_per_image"] == torch_flops(tiny_ckpt)
@@ -53,7 +55,7 @@ def test_run_measures_every_backend_with_accuracy(tmp_path, tiny_ckpt, exported,
         assert r["reps"] == 5 and 0 < r["p10_ms"] <= r["p50_ms"] <= r["p90_ms"]
         assert r["images_per_s"] > 0 and r["gflops"] > 0 and r["peak_rss_mb"] > 0
         assert r["device"] != "cpu" or r["pct_peak"] > 0 and 0 < r["pct_ceiling"] and r["ceiling_gflops"] > 0
-    assert {"fp32"} <= set(result["ceilings"]) and all(c["gflops"] > 0 for c in result["ceilings"].values())
+    assert {"fp32"} <= set(whole["ceilings"]) and all(c["gflops"] > 0 for c in whole["ceilings"].values())
     assert result["calib"] == str((fer2013 / "train").resolve())  # int8 never calibrates on the eval folder
     for kind in ("onnx", "torchscript", "int8"):
         assert (out / "artifacts").is_dir() and result["artifacts"][kind].startswith(str(out / "artifacts"))
@@ -86,9 +88,28 @@ def test_run_on_onnx_gives_the_onnxruntime_rows(tmp_path, fer2013, exported):
     res = script("run.py", "--model", model, "--data", fer2013 / "val", "--quick", "--batch-sizes", 1,
                  "--limit-per-class", 1, "--threads", 1, "--out-dir", tmp_path / "bench")
     assert res.returncode == 0, res.stdout + res.stderr
-    rows = json.loads((tmp_path / "bench" / "benchmark.json").read_text())["rows"]
+    rows = json.loads((tmp_path / "bench" / "benchmark.json").read_text())["models"][0]["rows"]
     assert {r["backend"] for r in rows if r["batch"] == 1} == {"onnxruntime", "onnxruntime int8 QDQ"}
     assert all("needs a .pth" in r["note"] for r in rows if r["backend"].startswith("torch") and r["device"] == "cpu")
+
+
+def test_two_models_side_by_side_an_int8_one_as_given(tmp_path, fer2013, exported):
+    """As for the bundled tiers: an fp32 model and an int8 one, each measured, then one table of both."""
+    import run
+
+    int8 = run.quantize(exported["onnx"], tmp_path / "small.int8.onnx", fer2013 / "train", 16)
+    out = tmp_path / "bench"
+    res = script("run.py", "--model", exported["onnx"], int8, "--data", fer2013 / "val", "--quick",
+                 "--batch-sizes", 1, 4, "--limit-per-class", 1, "--threads", 1, "--out-dir", out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    fp32, q = json.loads((out / "benchmark.json").read_text())["models"]
+    assert (fp32["name"], q["name"]) == (exported["onnx"].stem, "small.int8")
+    assert q["artifacts"]["int8"] == str(int8.resolve()) and q["flops_per_image"] == fp32["flops_per_image"]
+    measured = {r["backend"] for r in q["rows"] if r["batch"]}
+    assert measured == {"onnxruntime int8 QDQ"}, q["rows"]
+    assert all(r["note"].startswith("skipped") or r["note"].startswith("needs") for r in q["rows"] if not r["batch"])
+    side = res.stdout.split("## Side by side")[1]
+    assert len(table_lines(side)) == 2 + 4  # two models x the two largest batch sizes
 
 
 def test_pipeline_smoke(tmp_path, fer2013, videos, yunet_model, exported):
@@ -141,8 +162,31 @@ def test_video_fps_prints_frames_per_second_and_the_ratio(tmp_path, videos):
     res = script("video_fps.py", videos / "pyfeat_single_face.mp4", "--detectors", "yunet", "--repeat", 1,
                  "--fer-fps", 10, "--json", out)
     assert res.returncode == 0, res.stdout + res.stderr
-    row = json.loads(out.read_text())["detectors"]["yunet"]
+    (row,) = json.loads(out.read_text())["runs"]
+    assert (row["model"], row["detector"]) == ("default", "yunet")
     assert row["frames"] == 72 and row["best_frames_per_s"] > 0 and row["cpu_ms_per_frame"] > 0
     lines = table_lines(res.stdout)
-    assert len(lines) == 3 and "ratio to --fer-fps" in lines[0]
+    assert len(lines) == 3 and "x fer" in lines[0]
     assert float(lines[2].split("|")[-2]) == pytest.approx(row["best_frames_per_s"] / 10, abs=0.01)
+
+
+def test_video_fps_times_fer_in_turn_through_its_interpreter(tmp_path, videos):
+    """--fer-python runs benchmarks/peer_fer.py in that interpreter once per round; a stand-in that
+    answers as peer_fer.py does proves the plumbing (the real fer needs TensorFlow)."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "fer-python"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\necho '{{\"fps\": 20.0}}'\n")
+    fake.chmod(0o755)
+    out = tmp_path / "video_fps.json"
+    res = script("video_fps.py", videos / "pyfeat_single_face.mp4", "--detectors", "yunet", "--models", "fast",
+                 "--repeat", 2, "--fer-python", fake, "--json", out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text())
+    assert result["fer_runs"] == [20.0, 20.0] and result["fer_fps"] == 20.0
+    assert all(line.split()[:2] == [str(ROOT / "benchmarks" / "peer_fer.py"), "video"]
+               for line in calls.read_text().splitlines())
+    (row,) = result["runs"]
+    assert row["model"] == "fast" and len(row["all_frames_per_s"]) == 2
+    lines = table_lines(res.stdout)
+    assert len(lines) == 4 and "fer (Haar, tflite)" in lines[3]
+    assert float(lines[2].split("|")[-2]) == pytest.approx(row["best_frames_per_s"] / 20, abs=0.01)

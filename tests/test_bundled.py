@@ -1,4 +1,5 @@
-"""The model shipped inside the package: present, self-describing, accurate, and the default everywhere."""
+"""The models shipped inside the package: present, self-describing, accurate, the accurate one the default
+everywhere and the fast one a name away."""
 from __future__ import annotations
 
 import json
@@ -10,24 +11,28 @@ from conftest import run_without_torch
 from fer_export import EmotionClassifier
 from fer_export.folders import labelled_images
 from fer_export.preprocess import read_gray
-from fer_export.runtime import DEFAULT_MODEL
-from fer_export.spec import FER2013_LABELS, META_PARITY, META_SOURCE_SHA256
+from fer_export.runtime import BUNDLED_MODELS, DEFAULT_MODEL
+from fer_export.spec import FER2013_LABELS, META_PARITY, META_PRECISION, META_SOURCE_SHA256
 
 
-def test_bundled_model_is_shipped_and_self_describing():
-    assert DEFAULT_MODEL.is_file(), f"{DEFAULT_MODEL} is missing from the package"
-    clf = EmotionClassifier(provider="cpu")
-    assert clf.path == DEFAULT_MODEL
-    assert clf.labels == FER2013_LABELS
+@pytest.mark.parametrize("name, precision", [("accurate", "fp32"), ("fast", "int8")])
+def test_bundled_models_are_shipped_and_self_describing(name, precision):
+    path = BUNDLED_MODELS[name]
+    assert path.is_file(), f"{path} is missing from the package"
+    clf = EmotionClassifier(name, provider="cpu")
+    assert clf.path == path and clf.labels == FER2013_LABELS
+    assert clf.metadata.get(META_PRECISION, "fp32") == precision
     assert len(clf.metadata[META_SOURCE_SHA256]) == 64
     assert json.loads(clf.metadata[META_PARITY])["passed"] is True
+    assert EmotionClassifier(provider="cpu").path == DEFAULT_MODEL == BUNDLED_MODELS["accurate"]
 
 
 @pytest.mark.data
-def test_bundled_model_recognises_real_faces(fer2013):
+@pytest.mark.parametrize("name", ["accurate", "fast"])
+def test_bundled_models_recognise_real_faces(fer2013, name):
     """A sanity floor on 20 PublicTest faces per class (the model card has the full numbers)."""
     items = labelled_images(fer2013 / "val", FER2013_LABELS, limit_per_class=20, seed=1)
-    probs = EmotionClassifier(provider="cpu").predict([read_gray(p) for p, _ in items])
+    probs = EmotionClassifier(name, provider="cpu").predict([read_gray(p) for p, _ in items])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     accuracy = float(np.mean(probs.argmax(axis=1) == np.array([y for _, y in items])))
     assert accuracy > 0.5, f"bundled model accuracy {accuracy:.1%} on a PublicTest slice"
@@ -42,3 +47,15 @@ def test_fer_batch_defaults_to_the_bundled_model_without_torch(photos, tmp_path)
     assert str(DEFAULT_MODEL) in r.stderr
     rows = out.read_text().splitlines()
     assert len(rows) >= 2 and rows[1].split(",")[-2] == "ok"
+
+
+@pytest.mark.data
+def test_fer_batch_runs_the_fast_model_by_name_without_torch(fer2013, tmp_path):
+    crops = sorted((fer2013 / "val" / "happy").glob("*.jpg"))[:4]
+    out = tmp_path / "r.csv"
+    r = run_without_torch("from fer_export.cli.batch import main; main()", *map(str, crops), "--out", str(out),
+                          "--model", "fast", "--provider", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert str(BUNDLED_MODELS["fast"]) in r.stderr
+    rows = out.read_text().splitlines()[1:]
+    assert len(rows) == 4 and all(row.split(",")[-2] == "ok" for row in rows)

@@ -174,6 +174,22 @@ def test_box_only_faces_are_framed_by_the_box_rule():
     assert edge.shape == (100, 100) and (edge[:6, :10] == img[0, 0]).all()
 
 
+def test_a_detectors_own_box_rule_comes_before_the_landmarks():
+    """A framing calibrated per detector frames that detector's faces by their box, landmarks or not;
+    other detectors' faces follow the landmarks (or the general box rule)."""
+    framing = Framing(TEMPLATE.landmarks, TEMPLATE.box, detector_boxes=(("yunet", (0.1, 0.0, 1.0)),))
+    assert ModelSpec.from_json(ModelSpec(framing=framing).to_json()).framing == framing
+    img = np.random.default_rng(3).integers(0, 255, (200, 200), dtype=np.uint8)
+    marks = tuple((np.reshape(TEMPLATE.landmarks, (-1, 2)) * 80 + (30, 10)).ravel())
+    face = Face(60, 50, 80, 80, 0.9, marks)
+    by_box = faces.frame_face(img, face, framing, "yunet")  # side 80, centre (108, 90)
+    assert by_box.shape == (80, 80) and np.abs(by_box.astype(int) - img[50:130, 68:148]).max() <= 1
+    by_marks = faces.frame_face(img, face, framing, "other")
+    assert np.array_equal(by_marks, faces.frame_face(img, face, TEMPLATE))
+    with pytest.raises(SpecError, match="framing boxes"):
+        ModelSpec(framing=Framing(TEMPLATE.landmarks, TEMPLATE.box, detector_boxes=(("yunet", (0, 0, 0)),)))
+
+
 def test_yunet_landmarks_are_in_source_pixels(photos):
     img = cv2.imread(str(photos / "fr_two_people.jpg"))  # detected on a 640 px copy
     for f in open_detector("yunet").detect(img):

@@ -57,10 +57,24 @@ def test_table_numbers_are_consistent(tmp_path, fer2013, photos, exported):
     assert len({r["crop_acc_all"] for r in rows if r["background"] == "all"}) == 1  # the same faces for every detector
 
 
-def test_aligned_mode_only_for_a_model_with_a_framing(tmp_path, exported):
+def test_framed_mode_only_for_a_model_with_a_framing(tmp_path, exported):
     from fer_export.spec import Framing
     from training.face_template import stamp
 
     framing = Framing((0.33, 0.37, 0.67, 0.37, 0.5, 0.59, 0.36, 0.75, 0.64, 0.75), (0.0, 0.0, 1.03))
     assert pictures.crop_modes(exported["onnx"]) == ["box"]
-    assert pictures.crop_modes(stamp(exported["onnx"], tmp_path / "f.onnx", framing)) == ["box", "aligned"]
+    assert pictures.crop_modes(stamp(exported["onnx"], tmp_path / "f.onnx", framing)) == ["box", "framed"]
+
+
+def test_a_face_is_placed_as_it_is_unless_feathered():
+    face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
+    background = np.full(pictures.PICTURE, 128, np.uint8)
+    picture, (x, y, side, _) = pictures.place(face, background, np.random.default_rng(1))
+    import cv2
+
+    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    assert np.array_equal(picture[y:y + side, x:x + side], big)  # every pixel, the border too
+    faded, _ = pictures.place(face, background, np.random.default_rng(1), feather=0.1)
+    border, inner = faded[y, x:x + side], faded[y + side // 2, x + side // 2]
+    assert np.abs(border.astype(int) - 128).mean() < np.abs(big[0].astype(int) - 128).mean()
+    assert inner == big[side // 2, side // 2]

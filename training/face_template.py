@@ -6,8 +6,13 @@
 Each sampled training crop is upscaled 4x (cubic) and padded with its own edge pixels, so the
 detectors see a face with some surroundings. YuNet (the bundled file) gives five landmarks for the
 crops it finds; their mean position, as fractions of the crop side and made left-right symmetric
-(training flips faces at random), is the framing's ``landmarks``. The Haar cascade's box on the same
-crops, against the crop itself, gives ``box`` (median dx, dy, scale). ``--stamp`` writes a copy of an
+(training flips faces at random), is the framing's ``landmarks``. Each detector's box on the same
+crops, against the crop itself, gives its box rule (median dx, dy, scale):
+``detector_boxes`` holds YuNet's and Haar's, and ``box`` (the rule for any other box-only detector)
+is Haar's. The box rules are what fer-batch uses for these two detectors: FER2013's crops are upright
+squares whose framing varies from face to face, and on faces placed in pictures
+(``benchmarks/pictures.py``) the calibrated YuNet box scored about a point above the landmark warp,
+which also turns each face upright as the training crops were not. ``--stamp`` writes a copy of an
 exported ONNX model whose spec carries the framing (needs the ``onnx`` package); the model's
 weights and every other metadata entry are unchanged.
 """
@@ -59,7 +64,8 @@ def derive(files: list[Path]) -> tuple[Framing, dict]:
 
     yunet = open_detector(WorkConfig(detector="yunet", det_threshold=0.5, min_face=0, det_sizes=(1024,)))
     haar = open_detector(WorkConfig(detector="haar", min_face=0, det_sizes=(1024,)))
-    marks, boxes, sides = [], [], []
+    marks, sides = [], []
+    boxes: dict[str, list] = {"yunet": [], "haar": []}
     for path in files:
         image, side, pad = padded(path)
         sides.append(side // UPSCALE)
@@ -67,21 +73,33 @@ def derive(files: list[Path]) -> tuple[Framing, dict]:
         if found:
             best = max(found, key=lambda f: f.score or 0)
             marks.append((np.reshape(best.landmarks, (-1, 2)) - pad) / side)
+            boxes["yunet"].append(box_offset(best, pad + side / 2, side))
         found = haar.detect(image)
         if found:
-            f = max(found, key=lambda f: f.w * f.h)
-            s = max(f.w, f.h)
-            crop_c = pad + side / 2
-            boxes.append(((crop_c - (f.x + f.w / 2)) / s, (crop_c - (f.y + f.h / 2)) / s, side / s))
-    if not marks or not boxes:
-        raise SystemExit(f"too few faces found (YuNet {len(marks)}, Haar {len(boxes)}) in {len(files)} crops")
+            boxes["haar"].append(box_offset(max(found, key=lambda f: f.w * f.h), pad + side / 2, side))
+    if not marks or not all(boxes.values()):
+        raise SystemExit(f"too few faces found (YuNet {len(marks)}, Haar {len(boxes['haar'])}) in {len(files)} crops")
     landmarks = symmetric(np.mean(marks, axis=0))
-    box = np.median(boxes, axis=0)
-    framing = Framing(tuple(round(float(v), 4) for v in landmarks.ravel()), tuple(round(float(v), 4) for v in box),
-                      int(np.median(sides)))  # the training crops' side: faces reach the model at it
+    rules = {name: box_rule(found) for name, found in boxes.items()}
+    framing = Framing(tuple(round(float(v), 4) for v in landmarks.ravel()), rules["haar"],
+                      int(np.median(sides)),  # the training crops' side: faces reach the model at it
+                      tuple(sorted(rules.items())))
     spread = np.std(marks, axis=0)
     spread = {name: [round(float(v), 4) for v in spread[i]] for i, name in enumerate(LANDMARKS)}
-    return framing, {"crops": len(files), "yunet_found": len(marks), "haar_found": len(boxes), "landmark_std": spread}
+    box_spread = {name: [round(float(v), 4) for v in np.std(found, axis=0)] for name, found in boxes.items()}
+    return framing, {"crops": len(files), "yunet_found": len(marks), "haar_found": len(boxes["haar"]),
+                     "landmark_std": spread, "box_std": box_spread}
+
+
+def box_offset(face, centre: float, side: int) -> tuple[float, float, float]:
+    """Where the crop (centre and side, px) lies against the face's box: (dx, dy, scale) in box sides."""
+    s = max(face.w, face.h)
+    return (centre - (face.x + face.w / 2)) / s, (centre - (face.y + face.h / 2)) / s, side / s
+
+
+def box_rule(offsets: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """The median offset: a detector's own bias (in image coordinates) is kept."""
+    return tuple(round(float(v), 4) for v in np.median(offsets, axis=0))
 
 
 def stamp(model: Path, out: Path, framing: Framing) -> Path:
@@ -113,8 +131,7 @@ def main(argv=None) -> int:
     if bool(args.stamp) != bool(args.out):
         ap.error("--stamp and --out go together")
     framing, stats = derive(sample(args.data, args.samples, args.seed))
-    result = {"framing": {"landmarks": list(framing.landmarks), "box": list(framing.box), "size": framing.size},
-              **stats}
+    result = {"framing": framing.to_dict(), **stats}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -35,7 +35,8 @@ DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 class WorkConfig:
     """How each input is turned into rows: the model, the detector and the frames to use."""
 
-    model: str | None = None  # exported ONNX model; None = the bundled one (of the process that loads it)
+    model: str | None = None  # exported ONNX model, or a bundled one by name (accurate, fast); None = the default
+    # bundled one. Names resolve in the process that loads the model (each Dask worker: its own install)
     provider: str = "auto"  # onnxruntime provider: auto | cpu | cuda
     batch_size: int = DEFAULT_BATCH_SIZE  # face crops per model call, gathered across files and frames
     threads: int | None = None  # onnxruntime intra-op threads; None = half the CPUs with a detector, else all

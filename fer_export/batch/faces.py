@@ -130,7 +130,7 @@ class _Detector:
 
     def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
         """``face`` of ``image`` as a gray crop, framed as this detector was set up to (:func:`frame_face`)."""
-        return frame_face(image, face, self.framing)
+        return frame_face(image, face, self.framing, self.name)
 
     def _detect(self, image: np.ndarray) -> list[tuple[tuple[float, ...], float | None, tuple | None]]:
         """``(box, score, landmarks)`` of each face in ``image``'s pixels; score and landmarks may be None."""
@@ -162,8 +162,14 @@ class YuNetDetector(_Detector):
         return [] if found is None else [(tuple(r[:4]), float(r[14]), tuple(r[4:14])) for r in found]
 
 
+#: The Haar cascade's smallest face, px at detection scale (as the ``fer`` package's 50). Each smaller
+#: size adds pyramid levels at nearly full resolution, the costliest ones: 30 px took 1.4x the time per
+#: frame. Smaller faces: a larger --det-size, or YuNet.
+HAAR_MIN_SIZE = 48
+
+
 class HaarDetector(_Detector):
-    """OpenCV 4.x's frontal-face Haar cascade (scaleFactor 1.1, minNeighbors 5, minSize 30)."""
+    """OpenCV 4.x's frontal-face Haar cascade (scaleFactor 1.1, minNeighbors 5, minSize HAAR_MIN_SIZE)."""
 
     name = "haar"
 
@@ -186,7 +192,8 @@ class HaarDetector(_Detector):
         return cascade
 
     def _detect(self, image):
-        found = self._cascade().detectMultiScale(to_gray(image), scaleFactor=1.1, minNeighbors=5, minSize=(30, 30))
+        found = self._cascade().detectMultiScale(to_gray(image), scaleFactor=1.1, minNeighbors=5,
+                                                 minSize=(HAAR_MIN_SIZE, HAAR_MIN_SIZE))
         return [(tuple(b), None, None) for b in found]
 
 
@@ -226,18 +233,20 @@ def crop_face(image: np.ndarray, face: Face, margin: float = CROP_MARGIN) -> np.
     return to_gray(image[y0:y1, x0:x1])
 
 
-def frame_face(image: np.ndarray, face: Face, framing: Framing | None) -> np.ndarray:
+def frame_face(image: np.ndarray, face: Face, framing: Framing | None, detector: str | None = None) -> np.ndarray:
     """The face as a uint8 gray crop framed as the model's training crops were: without a framing,
-    :func:`crop_face`; with one, a square warped by the similarity that takes the face's landmarks
-    nearest to the framing's (a box-only face: the square ``framing.box`` places around its box), at
-    the face's own resolution (area-averaged down to ``framing.size`` when it has one), the image's
-    edge pixels repeated where the square leaves it."""
+    :func:`crop_face`; with one, the square that the framing's box rule for ``detector`` places around
+    the face's box, else (no rule for it) a square warped by the similarity that takes the face's
+    landmarks nearest to the framing's, else (no landmarks) the square ``framing.box`` places around
+    the box; at the face's own resolution (area-averaged down to ``framing.size`` when it has one),
+    the image's edge pixels repeated where the square leaves it."""
     if framing is None:
         return crop_face(image, face)
-    if face.landmarks is not None:
+    rule = framing.box_rule(detector)
+    if rule is None and face.landmarks is not None:
         unit = similarity(np.reshape(face.landmarks, (-1, 2)), np.reshape(framing.landmarks, (-1, 2)))
     else:
-        dx, dy, scale = framing.box
+        dx, dy, scale = rule or framing.box
         side = scale * max(face.w, face.h)
         x0 = face.x + face.w / 2 + dx * max(face.w, face.h) - side / 2
         y0 = face.y + face.h / 2 + dy * max(face.w, face.h) - side / 2

@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import ArtifactError, InputError
+from ..errors import InputError
 from ..preprocess import read_color, read_gray, to_gray
-from ..runtime import DEFAULT_MODEL, EmotionClassifier
+from ..runtime import EmotionClassifier, resolve_model
 from .config import BatchConfig, WorkConfig
 from .faces import Face, open_detector
 from .annotate import output_path
@@ -30,16 +30,6 @@ Log = Callable[[str], None]
 
 
 # ---- models --------------------------------------------------------------------------------------
-
-def resolve_model(model: str | Path | None) -> Path:
-    """The model file to load: the given one, else the bundled one."""
-    if model is not None:
-        return Path(model)
-    if not DEFAULT_MODEL.is_file():
-        raise ArtifactError(f"no bundled model in this install ({DEFAULT_MODEL} is missing); pass --model PATH, "
-                            "an ONNX model exported with `fer-export onnx`")
-    return DEFAULT_MODEL
-
 
 def open_models(work: WorkConfig) -> tuple[EmotionClassifier, object]:
     """The classifier and the detector (None for ``detector="none"``) that ``work`` asks for, the

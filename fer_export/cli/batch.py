@@ -10,6 +10,7 @@ from ..batch.config import CROPS, DETECTORS, MIN_DET_SIZE, MIN_DET_THRESHOLD, PR
 from ..batch.dask import local_workers
 from ..batch.faces import YUNET_ENV, yunet_cache_path
 from ..errors import InputError
+from ..runtime import BUNDLED_MODELS, DEFAULT_TIER
 from . import EXIT_INTERRUPTED, UserError, echo_err, exit_with, library_errors
 
 _path = click.Path(path_type=Path)
@@ -35,11 +36,20 @@ def _local_cluster(ctx, param, value: str | None) -> str | None:
     return value
 
 
+def _model(ctx, param, value):
+    """--model: a bundled model's name, or an existing file."""
+    if value is None or value in BUNDLED_MODELS or Path(value).is_file():
+        return value
+    raise click.BadParameter(f"{value!r} is neither a bundled model ({', '.join(BUNDLED_MODELS)}) nor a file")
+
+
 @click.command(epilog=_EPILOG)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(), help="Results CSV: one row per face per image or frame.")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="ONNX model exported by `fer-export onnx`.  [default: the bundled model]")
+@click.option("--model", callback=_model, metavar="accurate|fast|PATH",
+              help="A bundled model by name (accurate: ResNet18, the most accurate; fast: several times faster, "
+                   "a few points less accurate), or an ONNX model exported by `fer-export onnx`.  "
+                   f"[default: {DEFAULT_TIER}]")
 @click.option("--provider", type=click.Choice(PROVIDERS), default=D.provider, show_default=True,
               help="onnxruntime provider; auto = CUDA when usable, else CPU.")
 @click.option("--batch-size", type=click.IntRange(1), default=D.batch_size, show_default=True,

@@ -11,10 +11,11 @@ import click
 
 from . import library_errors
 from ..evaluate import evaluate_folder, plot_confusion
-from ..runtime import PROVIDERS
+from ..runtime import BUNDLED_MODELS, PROVIDERS, resolve_model
 
 
-@click.command(help="""Evaluate MODEL (.pth checkpoint, .pt TorchScript or .onnx) on DATA/SPLIT/<emotion>/*.jpg
+@click.command(help="""Evaluate MODEL (.pth checkpoint, .pt TorchScript, .onnx, or a bundled model by name:
+accurate, fast) on DATA/SPLIT/<emotion>/*.jpg
 (or DATA/<emotion>/*.jpg): prints accuracy and the per-class precision/recall/F1 report.
 Images are read as grayscale and resized to the model's embedded input size.
 Exit codes: 0 done, 2 usage or input error (missing folder, wrong label folders, bad model file).""")
@@ -32,6 +33,8 @@ Exit codes: 0 done, 2 usage or input error (missing folder, wrong label folders,
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @library_errors
 def main(model, data, split, batch_size, limit_per_class, provider, confusion, report, as_json, progress):
+    if str(model) in BUNDLED_MODELS:
+        model = resolve_model(str(model))
     result = evaluate_folder(model, data, split, batch_size, limit_per_class, provider, progress)
     text = result.classification_report()
     if report:
