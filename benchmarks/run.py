@@ -381,7 +381,7 @@ def run_model(args, name: str, model: Path, machine: dict, ceilings: dict) -> di
     as_given = None  # the backend that runs the given file itself (a checkpoint: none, it is exported first)
     if model.suffix.lower() == ".onnx":
         as_given = "onnxruntime int8 QDQ" if artifacts.get("onnx") is None else "onnxruntime"
-    return {"name": name, "model": str(model), "size_mb": round(model.stat().st_size / 2**20, 1),
+    return {"name": name, "model": str(model), "size_mb": round(model.stat().st_size / 1e6, 1),
             "as_given": as_given,
             "artifacts": {k: _str(v) for k, v in artifacts.items()}, "artifacts_reused": reused,
             "flops_per_image": flops, "flops_per_image_by_op": flops_by_op, "calib": _str(calib),
