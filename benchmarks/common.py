@@ -314,13 +314,11 @@ def _ort_session(graph, threads: int):
 CEILING_CONV = (512, 28, 3)
 
 
-def _ort_conv(n: int, precision: str, threads: int):
-    """A callable running CEILING_CONV once in onnxruntime (fp32, weights constant); ``n`` is unused."""
+def _ort_conv(threads: int):
+    """A callable running CEILING_CONV once in onnxruntime (fp32, weights constant)."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    if precision != "fp32":
-        return None
     c, hw, k = CEILING_CONV
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((c, c, k, k)) * 0.01).astype(np.float32)
@@ -344,6 +342,21 @@ def _torch_gemm(n: int, precision: str, threads: int):
     return lambda: torch.mm(a, b)
 
 
+def _kernels(precision: str, flags: set[str], threads: int):
+    """``(engine, kernel, flops, make)`` for every kernel the ceiling of ``precision`` is the best of;
+    ``make()`` returns the callable to time (None: that engine is not installed)."""
+    gemms = {"fp32": [("onnxruntime", _ort_gemm), ("torch", _torch_gemm)], "bf16": [("torch", _torch_gemm)],
+             "int8": [("onnxruntime", _ort_gemm)]}[precision]
+    if precision != "fp32" and not set(PRECISION_FLAGS[precision]) & flags:
+        return
+    for engine, gemm in gemms:
+        for n in CEILING_SIZES:
+            yield engine, f"GEMM {n}^3", 2 * n ** 3, lambda gemm=gemm, n=n: gemm(n, precision, threads)
+    if precision == "fp32":
+        c, hw, k = CEILING_CONV
+        yield "onnxruntime", f"Conv {k}x{k} {c}ch {hw}x{hw}", 2 * c * c * k * k * hw * hw, lambda: _ort_conv(threads)
+
+
 def measured_ceiling(machine: dict, threads: int, reps: int = 5) -> dict[str, dict]:
     """``{precision: {gflops, engine, kernel}}``: the fastest large dense kernel this machine runs on
     ``threads`` threads, per precision (fp32 always; bf16 and int8 where the CPU has the instructions),
@@ -351,28 +364,13 @@ def measured_ceiling(machine: dict, threads: int, reps: int = 5) -> dict[str, di
     % ceiling column divides by: a real, measured rate on the same cores, where the nominal peak
     guesses clock and FMA width."""
     flags = set(machine["flags"])
-    engines = {"fp32": [("onnxruntime", _ort_gemm), ("torch", _torch_gemm), ("onnxruntime conv", _ort_conv)],
-               "bf16": [("torch", _torch_gemm)] if set(PRECISION_FLAGS["bf16"]) & flags else [],
-               "int8": [("onnxruntime", _ort_gemm)] if set(PRECISION_FLAGS["int8"]) & flags else []}
     out = {}
-    for precision, candidates in engines.items():
-        best = None
-        for engine, make in candidates:
-            for n in CEILING_SIZES:
-                fn = make(n, precision, threads)
-                if fn is None:
-                    continue
-                seconds = min(time_call(fn, reps, warmup=1))
-                if make is _ort_conv:
-                    c, hw, k = CEILING_CONV
-                    flops, kernel = 2 * c * c * k * k * hw * hw, f"Conv {k}x{k} {c}ch {hw}x{hw}"
-                else:
-                    flops, kernel = 2 * n ** 3, f"GEMM {n}^3"
-                gflops = flops / seconds / 1e9
-                if best is None or gflops > best["gflops"]:
-                    best = {"gflops": gflops, "engine": engine, "kernel": kernel}
-                if make is _ort_conv:
-                    break  # one shape
-        if best:
-            out[precision] = best
+    for precision in ("fp32", "bf16", "int8"):
+        for engine, kernel, flops, make in _kernels(precision, flags, threads):
+            fn = make()
+            if fn is None:
+                continue
+            gflops = flops / min(time_call(fn, reps, warmup=1)) / 1e9
+            if precision not in out or gflops > out[precision]["gflops"]:
+                out[precision] = {"gflops": gflops, "engine": engine, "kernel": kernel}
     return out

@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -32,44 +33,43 @@ EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def _fer():
+    """fer's ``FER`` and ``Video`` classes, and cv2 with ``waitKey`` made a no-op."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import cv2
 
     cv2.waitKey = lambda *a, **k: -1  # Video.analyze calls it on every frame, display or not
-    import fer
     from fer.classes import Video
     from fer.fer import FER
 
-    fer.FER, fer.Video = FER, Video
-    return fer, cv2
+    return FER, Video, cv2
 
 
 def video(path: Path, repeat: int) -> dict:
-    fer, cv2 = _fer()
-    detector = fer.FER()
+    FER, Video, cv2 = _fer()
+    detector = FER()
     frames = int(cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FRAME_COUNT))
     best = None
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as outdir:  # fer creates it; nothing is saved there
             t0 = time.perf_counter()
-            result = fer.Video(str(path), outdir=outdir).analyze(
+            result = Video(str(path), outdir=outdir).analyze(
                 detector, display=False, frequency=1, save_frames=False, save_video=False, annotate_frames=False,
                 zip_images=False, output="pandas")
             wall = time.perf_counter() - t0
         best = wall if best is None else min(best, wall)
-    return {"tool": f"fer {fer.__version__}" if hasattr(fer, "__version__") else "fer", "video": str(path),
+    return {"tool": f"fer {metadata.version('fer')}", "video": str(path),
             "frames": frames, "rows": int(len(result)), "wall_s": round(best, 3), "fps": round(frames / best, 1)}
 
 
 def crops(folder: Path, limit: int, repeat: int) -> dict:
-    fer, cv2 = _fer()
+    FER, _, cv2 = _fer()
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTS)
     if limit:
         step = max(1, len(files) // limit)
         files = files[::step][:limit]
     if not files:
         raise SystemExit(f"{folder}: no images")
-    detector = fer.FER(offsets=(0, 0))  # the crop is the face: no margin of padding around it
+    detector = FER(offsets=(0, 0))  # the crop is the face: no margin of padding around it
     best, predictions = None, []
     for _ in range(repeat):
         predictions = []
@@ -90,7 +90,7 @@ def crops(folder: Path, limit: int, repeat: int) -> dict:
         wall = time.perf_counter() - t0
         model = wall if model is None else min(model, wall)
     labels = [p.parent.name for p in files]
-    labelled = all(label in fer.FER._get_labels().values() for label in labels)
+    labelled = all(label in FER._get_labels().values() for label in labels)
     return {"tool": "fer", "folder": str(folder), "faces": len(files), "wall_s": round(best, 3),
             "faces_per_s": round(len(files) / best, 1), "model_faces_per_s": round(len(files) / model, 1),
             "accuracy": round(sum(p == t for p, t in zip(predictions, labels)) / len(files), 4) if labelled else None}

@@ -431,7 +431,8 @@ def side_by_side(result: dict) -> str:
 
 
 def parse_args(argv=None):
-    from fer_export.runtime import BUNDLED_MODELS
+    from fer_export.errors import ArtifactError
+    from fer_export.runtime import BUNDLED_MODELS, resolve_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", nargs="+", metavar="accurate|fast|PATH",
@@ -461,9 +462,12 @@ def parse_args(argv=None):
         ap.error("no bundled model in this install: pass --model PATH")
     args.models = []
     for name in names:
-        path = BUNDLED_MODELS.get(name, Path(name))
+        try:
+            path = resolve_model(name)
+        except ArtifactError as exc:
+            ap.error(f"--model {name}: {exc}")
         if not path.is_file():
-            ap.error(f"--model {name}: no such file" + (" (the bundled model is missing)" if name in BUNDLED_MODELS else ""))
+            ap.error(f"--model {name}: no such file")
         args.models.append((name if name in BUNDLED_MODELS else path.stem, path))
     if len({n for n, _ in args.models}) < len(args.models):
         ap.error("--model: two models of the same name; rename one")
