@@ -122,6 +122,21 @@ def busy_warning(machine: dict) -> str | None:
     return None
 
 
+def print_report(machine: dict, table: str, json_path: str | Path | None = None, result: dict | None = None,
+                 note: str = "") -> None:
+    """A benchmark's ending: the machine, the table, ``note``, the busy warning, and the JSON written
+    to ``json_path`` (when given)."""
+    print(f"Machine: {describe_machine(machine)}\n")
+    print(table)
+    if note:
+        print(note)
+    warning = busy_warning(machine)
+    if warning:
+        print(warning)
+    if json_path:
+        print(f"wrote {write_json(json_path, result)}")
+
+
 def describe_machine(machine: dict) -> str:
     """One paragraph: the machine and its peaks, for the top of a table."""
     peaks = ", ".join(f"{p} {peak_gflops(machine, p) or float('nan'):.0f}" for p in OPS_PER_LANE)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import busy_warning, default_model, describe_machine, machine_info, markdown_table, write_json
+from common import default_model, machine_info, markdown_table, print_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -98,14 +98,8 @@ def main(argv=None) -> int:
     headers = ["mode", "frames", "faces", "wall s", "cluster start s", "frames/s", "frames/s after start", "speed-up"]
     rows = [[r["mode"], r["frames"], r["faces"], r["wall_s"], r["cluster_start_s"], r["frames_per_s"],
              r["frames_per_s_after_start"], r["speedup"]] for r in result["runs"]]
-    print(f"Machine: {describe_machine(machine)}\n")
-    print(markdown_table(headers, rows))
-    print(f"\nsame rows: {same}; largest probability difference: {diff}")
-    warning = busy_warning(machine)
-    if warning:
-        print(warning)
-    write_json(args.json, result)
-    print(f"wrote {args.json}")
+    print_report(machine, markdown_table(headers, rows), args.json, result,
+                 note=f"\nsame rows: {same}; largest probability difference: {diff}")
     return 0 if same else 1
 
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import busy_warning, default_model, describe_machine, machine_info, markdown_table, write_json
+from common import default_model, machine_info, markdown_table, print_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -85,13 +85,7 @@ def main(argv=None) -> int:
                                             "video_frames", "video_faces", "video_frames_per_s", "video_wall_s")]
     rows += [[f"{name} stages (s)", "  ".join(f"{k} {v:.2f}" for k, v in result[f"{name}_stages_s"].items())]
              for name in ("crops", "video")]
-    print(f"Machine: {describe_machine(machine)}\n")
-    print(markdown_table(["measure", "value"], rows))
-    warning = busy_warning(machine)
-    if warning:
-        print(warning)
-    write_json(args.json, result)
-    print(f"wrote {args.json}")
+    print_report(machine, markdown_table(["measure", "value"], rows), args.json, result)
     return 0
 
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import busy_warning, describe_machine, machine_info, markdown_table, write_json
+from common import machine_info, markdown_table, print_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -101,13 +101,8 @@ def main(argv=None) -> int:
     if fer_fps:
         rows.append(["fer (Haar, tflite)", "haar", None, round(reference, 1), None, 1.0])
     result["machine"] = machine
-    print(f"Machine: {describe_machine(machine)}\n")
-    print(markdown_table(["model", "detector", "frames", "frames/s (best)", "cpu ms/frame", "x fer"], rows))
-    warning = busy_warning(machine)
-    if warning:
-        print(warning)
-    if args.json:
-        print(f"wrote {write_json(args.json, result)}")
+    print_report(machine, markdown_table(["model", "detector", "frames", "frames/s (best)", "cpu ms/frame", "x fer"],
+                                         rows), args.json, result)
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -293,3 +294,13 @@ def test_help_documents_defaults():
     for needle in ("--detector [auto|yunet|haar|none]", "default: auto", "default: 32", "Exit status",
                    "FER_YUNET_MODEL", "--resume", "64 px"):
         assert needle in text, needle
+
+
+def test_onnxruntime_threads_leave_half_the_cores_to_haar_only(monkeypatch):
+    from fer_export.batch.work import model_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert model_threads(WorkConfig(detector="haar")) == 2  # OpenCV's cascade runs on every core
+    assert model_threads(WorkConfig(detector="yunet")) is None  # onnxruntime's default: every core
+    assert model_threads(WorkConfig(detector="none")) is None
+    assert model_threads(WorkConfig(detector="haar", threads=3)) == 3

@@ -190,3 +190,19 @@ def test_video_fps_times_fer_in_turn_through_its_interpreter(tmp_path, videos):
     lines = table_lines(res.stdout)
     assert len(lines) == 4 and "fer (Haar, tflite)" in lines[3]
     assert float(lines[2].split("|")[-2]) == pytest.approx(row["best_frames_per_s"] / 20, abs=0.01)
+
+
+def test_detectors_times_each_detector_on_the_same_pictures(tmp_path, videos, photos):
+    out = tmp_path / "detectors.json"
+    res = script("detectors.py", videos / "pyfeat_single_face.mp4", photos, "--frames", 3, "--threads", 1,
+                 "--repeat", 1, "--json", out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    runs = json.loads(out.read_text())["runs"]
+    by = {(r["detector"], r["input"]): r for r in runs}
+    assert set(by) == {(d, i) for d in ("yunet (onnxruntime)", "yunet (opencv)", "haar")
+                       for i in ("pyfeat_single_face.mp4", "photos/")}
+    assert all(r["ms_per_picture"] > 0 for r in runs) and by["haar", "pyfeat_single_face.mp4"]["pictures"] == 3
+    # the two YuNet backends find the same faces
+    assert all(by["yunet (onnxruntime)", i]["faces"] == by["yunet (opencv)", i]["faces"] > 0
+               for i in ("pyfeat_single_face.mp4", "photos/"))
+    assert len(table_lines(res.stdout)) == 2 + len(runs)

@@ -69,6 +69,52 @@ def test_unloadable_yunet_file_is_an_artifact_error(tmp_path):
         open_detector("yunet", bad)
 
 
+def _frames(videos, n):
+    cap = cv2.VideoCapture(str(videos / "fer_woman2.mp4"))
+    return [cap.read()[1] for _ in range(n)]
+
+
+def test_onnxruntime_yunet_finds_what_opencvs_finds(photos, videos, yunet_model):
+    """YuNet decoded in numpy on onnxruntime's outputs: the faces, scores and landmarks of
+    cv2.FaceDetectorYN on the same file, on every shared photo and on video frames."""
+    ort_net = faces.YuNetDetector(yunet_model, 0.7, backend="onnxruntime")
+    cv_net = faces.YuNetDetector(yunet_model, 0.7, backend="opencv")
+    assert (ort_net.backend, cv_net.backend) == ("onnxruntime", "opencv")
+    assert faces.open_detector(WorkConfig(yunet_model=str(yunet_model))).backend == "onnxruntime"
+    images = [cv2.imread(str(p)) for p in sorted(photos.iterdir())] + _frames(videos, 5)
+    images = [im for im in images if im is not None]
+    found = 0
+    for im in images:
+        a, b = (sorted(net._detect(im), key=lambda f: -f[1]) for net in (ort_net, cv_net))
+        assert len(a) == len(b)
+        for (box_a, score_a, marks_a), (box_b, score_b, marks_b) in zip(a, b):
+            np.testing.assert_allclose(box_a, box_b, atol=0.01)
+            np.testing.assert_allclose(marks_a, marks_b, atol=0.01)
+            assert score_a == pytest.approx(score_b, abs=1e-4)
+        found += len(a)
+    assert found >= len(images)  # the comparison saw faces (every photo and frame has one or more)
+    gray = cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY)  # a gray picture is read as BGR
+    assert len(ort_net._detect(gray)) == len(cv_net._detect(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)))
+
+
+def test_a_yunet_file_without_the_2023_outputs_is_not_run_on_onnxruntime(tmp_path, yunet_model):
+    """An older or foreign file (outputs not named cls_8 ... kps_32) goes to OpenCV, which judges it."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(yunet_model))
+    renamed = {o.name: "out_" + o.name for o in model.graph.output}
+    for node in model.graph.node:
+        node.output[:] = [renamed.get(o, o) for o in node.output]
+    for o in model.graph.output:
+        o.name = renamed[o.name]
+    other = tmp_path / "other_yunet.onnx"
+    onnx.save(model, str(other))
+    assert faces._yunet_session(other) is None
+    with pytest.raises(ArtifactError, match="not a YuNet model with outputs cls_8"):
+        faces.YuNetDetector(other, 0.7, backend="onnxruntime")
+    with pytest.raises(ArtifactError, match="OpenCV cannot run this YuNet model"):
+        faces.YuNetDetector(other, 0.7)  # auto: OpenCV's turn, and it wants those names too
+
+
 @pytest.mark.parametrize("name", ["yunet", "haar"])
 def test_detectors_find_faces_in_source_pixels(name, photos, yunet_model):
     img = cv2.imread(str(photos / "fr_two_people.jpg"))  # 1126x661, two faces

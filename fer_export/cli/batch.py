@@ -22,7 +22,8 @@ existing or locked --out, an output that would overwrite an input, a full disk);
 \b
 YuNet model file, the first found: --yunet-model, ${YUNET_ENV},
 {yunet_cache_path()}, or the one bundled with fer-export (OpenCV zoo, MIT).
-Any YuNet file cv2.FaceDetectorYN loads will do (e.g. the zoo's 2023mar).
+Any YuNet file will do: one with the 2023+ outputs (cls_8 ... kps_32, e.g. the zoo's
+2023mar) runs on onnxruntime, another through cv2.FaceDetectorYN.
 """
 
 
@@ -58,7 +59,7 @@ def _model(ctx, param, value):
               help="auto = YuNet (its file ships with fer-export; Haar only if it is missing); none = classify "
                    "each image whole. Images with both sides <= 64 px are always classified whole.")
 @click.option("--yunet-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help=f"Another YuNet .onnx file (any version cv2.FaceDetectorYN loads).  "
+              help=f"Another YuNet .onnx file (any version; see above).  "
                    f"[default: ${YUNET_ENV}, the user cache, else the bundled file]")
 @click.option("--crop", type=click.Choice(CROPS), default=D.crop, show_default=True,
               help="auto = frame each face as the model's training crops were, when the model file says how "
