@@ -264,12 +264,12 @@ def write_json(path: str | Path, result: dict) -> Path:
 
 
 def default_model(tmp: str | Path) -> Path:
-    """The model a benchmark runs when none is given: the bundled one, else (needs torch) a randomly
+    """The model a benchmark runs when none is given: the bundled accurate model's fp32 export, else (needs torch) a randomly
     initialised seed-format ResNet18 at 224 px exported through fer-export's own parity gate."""
-    from fer_export.runtime import DEFAULT_MODEL
+    from fer_export.runtime import ACCURATE_FP32
 
-    if DEFAULT_MODEL.is_file():
-        return DEFAULT_MODEL
+    if ACCURATE_FP32.is_file():
+        return ACCURATE_FP32
     import torch
 
     from fer_export.export import export

@@ -457,13 +457,13 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.worker:
         return args
-    names = args.model or [n for n, p in BUNDLED_MODELS.items() if p.is_file()]
+    names = args.model or [n for n, files in BUNDLED_MODELS.items() if files["cpu"].is_file()]
     if not names:
         ap.error("no bundled model in this install: pass --model PATH")
     args.models = []
     for name in names:
         try:
-            path = resolve_model(name)
+            path = resolve_model(name, "cpu")  # the file the CPU runs: int8 for both bundled models
         except ArtifactError as exc:
             ap.error(f"--model {name}: {exc}")
         if not path.is_file():

@@ -223,7 +223,8 @@ def tolerance_for(artifact) -> Tolerance:
 
 
 def check_model(model, spec: ModelSpec, artifact, data: str | Path | None = None) -> ParityReport:
-    """Parity of an opened artifact (:class:`fer_export.export.artifact.Artifact`) against the eager model."""
+    """Parity of an opened artifact (:class:`fer_export.export.artifact.Artifact`) against the eager
+    model, or against another opened artifact (anything with ``run``: an int8 graph against its fp32 source)."""
     sets = input_sets(spec, artifact.input_format, data, batch=artifact.batch)
-    return compare(torch_reference(model.eval(), spec, artifact.input_format), artifact.run, sets,
-                   tolerance_for(artifact))
+    reference = model.run if hasattr(model, "run") else torch_reference(model.eval(), spec, artifact.input_format)
+    return compare(reference, artifact.run, sets, tolerance_for(artifact))

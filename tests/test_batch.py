@@ -277,8 +277,9 @@ def test_usage_errors_exit_2(tmp_path, monkeypatch, tiny_model, photos, args, me
 
 @pytest.mark.parametrize("name", [[], ["--model", "fast"]])
 def test_a_missing_bundled_model_says_pass_model(tmp_path, monkeypatch, photos, name):
-    monkeypatch.setitem(BUNDLED_MODELS, "accurate", tmp_path / "absent.onnx")
-    monkeypatch.setitem(BUNDLED_MODELS, "fast", tmp_path / "absent.int8.onnx")
+    for tier in ("accurate", "fast"):
+        absent = tmp_path / f"absent_{tier}.onnx"
+        monkeypatch.setitem(BUNDLED_MODELS, tier, {"cpu": absent, "cuda": absent})
     res = batch(photos / "fer_justin.jpg", "--out", tmp_path / "r.csv", *name)
     assert res.exit_code == 2 and "--model PATH" in res.output and "absent" in res.output, res.output
 

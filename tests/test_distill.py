@@ -18,7 +18,7 @@ from fer_export.errors import InputError
 from fer_export.folders import labelled_images
 from fer_export.model import read_checkpoint
 from fer_export.preprocess import preprocess, read_gray
-from fer_export.runtime import DEFAULT_MODEL
+from fer_export.runtime import ACCURATE_FP32
 from fer_export.spec import FER2013_LABELS, SEED_SPEC
 from training import teacher as teacher_mod
 from training.cli import main as fer_train
@@ -114,14 +114,14 @@ def test_alpha_zero_trains_exactly_as_without_teacher(fer2013, tmp_path, aug):
 
 @pytest.mark.data
 def test_onnx_teacher_sees_the_cached_images_and_is_cached(fer2013, tmp_path, monkeypatch):
-    config = _config(fer2013, tmp_path / "run", DEFAULT_MODEL, limit_per_class=2, img_size=96)
+    config = _config(fer2013, tmp_path / "run", ACCURATE_FP32, limit_per_class=2, img_size=96)
     items = _items(fer2013, 2)
     first = soft_targets(config, T96, items, tmp_path / "run", log=lambda s: None)
     assert first.computed_s is not None and first.logits.shape == (14, 7)
     # the same numbers as the runtime's own preprocessing and session give
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(DEFAULT_MODEL), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(ACCURATE_FP32), providers=["CPUExecutionProvider"])
     x = preprocess([read_gray(p) for p, _ in items], T96)
     np.testing.assert_allclose(first.logits.numpy(), sess.run(["logits"], {"input": x})[0], atol=1e-4)
     # the teacher's pixels are the data cache's own file (student and teacher both at 96 px)
@@ -273,12 +273,12 @@ def test_cli_bad_teacher_exits_2_naming_the_file(fer2013, tmp_path):
 @pytest.mark.data
 def test_ensemble_command_writes_the_mean_logits(fer2013, tmp_path, tiny_ckpt):
     out = tmp_path / "ensemble.npz"
-    res = CliRunner().invoke(teacher_cli, [str(DEFAULT_MODEL), str(tiny_ckpt), "--data", str(fer2013), "--out",
+    res = CliRunner().invoke(teacher_cli, [str(ACCURATE_FP32), str(tiny_ckpt), "--data", str(fer2013), "--out",
                                            str(out), "--limit-per-class", "2", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "mean of the logits: train top-1" in res.output
     items, root = _items(fer2013, 2), fer2013 / "train"
-    members = [teacher_logits(t, items, root, FER2013_LABELS) for t in (DEFAULT_MODEL, tiny_ckpt)]
+    members = [teacher_logits(t, items, root, FER2013_LABELS) for t in (ACCURATE_FP32, tiny_ckpt)]
     np.testing.assert_allclose(read_logits(out, items, root, FER2013_LABELS), (members[0] + members[1]) / 2,
                                atol=1e-5)
     # the written file is a teacher fer-train takes
@@ -286,6 +286,6 @@ def test_ensemble_command_writes_the_mean_logits(fer2013, tmp_path, tiny_ckpt):
                                          "--limit-per-class", "2", "--img-size", str(SIZE), "--aug", "tensor",
                                          "--epochs", "1", "--no-progress"])
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(teacher_cli, [str(DEFAULT_MODEL), "--data", str(fer2013), "--out",
+    res = CliRunner().invoke(teacher_cli, [str(ACCURATE_FP32), "--data", str(fer2013), "--out",
                                            str(tmp_path / "x.npy")])
     assert res.exit_code == 2 and ".npz" in res.output

@@ -153,6 +153,37 @@ def test_int8_reports_accuracy_and_gates_on_drop(exported, tiny_ckpt, fer2013, m
     assert record["tolerance"] == "int8" and record["judged"][0]["eval_images"] == 28
 
 
+@pytest.mark.data
+def test_int8_from_an_exported_onnx_file_is_gated_against_that_file(exported, fer2013, tmp_path, monkeypatch):
+    """`fer-export onnx MODEL.onnx --int8`: no checkpoint needed; the fp32 file is the parity reference,
+    its spec, framing and source checkpoint carry over; options only a checkpoint can take are refused."""
+    import shutil
+
+    from fer_export.export import quantize
+    from fer_export.parity import INT8_PROB_ATOL
+    from fer_export.runtime import EmotionClassifier
+
+    monkeypatch.setattr(quantize, "CALIB_IMAGES", 32)
+    monkeypatch.setattr(quantize, "images_per_second", lambda path, spec: 1.0)
+    fp32 = tmp_path / "model.onnx"
+    shutil.copy(exported["onnx"], fp32)
+    val = fer2013 / "val"
+    result = cli("onnx", fp32, "--int8", "--calib", val, "--eval-limit", 4, "--accept-drop")
+    assert result.exit_code == 0, result.output
+    int8 = tmp_path / "model.int8.onnx"
+    meta, source = open_artifact(int8).metadata, open_artifact(fp32).metadata
+    assert meta[META_PRECISION] == "int8" and meta[META_SPEC] == source[META_SPEC]
+    assert meta[META_SOURCE_SHA256] == source[META_SOURCE_SHA256]
+    record = json.loads(meta[META_PARITY])
+    assert record["tolerance"] == "int8" and record["passed"] and record["judged"][0]["eval_images"] == 28
+    faces = [np.full((48, 48), v, np.uint8) for v in (60, 120, 200)]
+    np.testing.assert_allclose(EmotionClassifier(int8, "cpu").predict(faces),
+                               EmotionClassifier(fp32, "cpu").predict(faces), atol=INT8_PROB_ATOL)
+    for extra in (["--tta", "hflip"], ["-o", tmp_path / "x.onnx"]):
+        refused = cli("onnx", fp32, "--int8", "--calib", val, *extra)
+        assert refused.exit_code == EXIT_USAGE and "its int8 copy" in refused.output
+
+
 def test_accept_drop_keeps_int8():
     from fer_export.export.quantize import PrecisionReport, Variant
 

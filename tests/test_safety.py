@@ -122,8 +122,9 @@ def test_a_full_disk_mid_run_keeps_what_finished(tmp_path, monkeypatch, tiny_mod
     crops = fer_crops(fer2013, 2)
     args = [*crops, "--model", tiny_model, "--batch-size", 2, "--workers", 1]
     assert batch(*args, "--out", tmp_path / "clean.csv").exit_code == 0
-    from fer_export.batch import results
+    from fer_export.batch import results, work
 
+    monkeypatch.setattr(work, "COMMIT_EVERY_S", 0.0)  # write after every batch, as a slow run does
     real, calls = results._fsync, []
 
     def fsync(f):  # the fourth commit hits a full disk
@@ -286,3 +287,29 @@ def test_kaggle_layout_with_train_and_test_says_which_option(tmp_path, tiny_mode
     assert res.exit_code == 2 and "--split test" in res.output, res.output
     res = CliRunner().invoke(fer_eval, [str(tiny_model), "--data", str(tmp_path), "--split", "test"])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("every_s, writes", [(0.0, 7), (1e9, 2)])
+def test_finished_inputs_are_written_together_at_most_every_commit_interval(tmp_path, monkeypatch, tiny_model, fer2013,
+                                                                         every_s, writes):
+    """Writes (two fsyncs each) are grouped by time: the first finished input at once, then at most one
+    write per interval, and the end of the run writes the rest; the file is the same."""
+    from fer_export.batch import work
+
+    monkeypatch.setattr(work, "COMMIT_EVERY_S", every_s)
+    real, commits = ResultsWriter.commit, []
+
+    def commit(self, finished):
+        commits.append(len(finished))
+        return real(self, finished)
+
+    monkeypatch.setattr(ResultsWriter, "commit", commit)
+    out = tmp_path / f"{writes}.csv"
+    res = batch(*fer_crops(fer2013, 1), "--model", tiny_model, "--batch-size", 1, "--workers", 1, "--out", out)
+    assert res.exit_code == 0, res.output
+    assert len(commits) == writes and sum(commits) == 7
+    monkeypatch.setattr(ResultsWriter, "commit", real)
+    again = tmp_path / "again.csv"
+    assert batch(*fer_crops(fer2013, 1), "--model", tiny_model, "--out", again).exit_code == 0
+    assert out.read_bytes() == again.read_bytes()

@@ -66,3 +66,21 @@ def test_frame_range_starts_mid_video_and_reports_where_it_stopped(tmp_path, see
     assert round((part.after.mean() - 31.5) / 10) == 12  # the next range's first frame
     last = FrameRange(video, FrameSampler(), start=18)
     assert [i for i, _, _ in last] == [18, 19] and last.after is None and last.error() == ""
+
+
+def test_keys_are_real_paths_through_linked_folders_and_files(tmp_path, monkeypatch):
+    """A source's key is its real path (what outputs are checked against and duplicates are found by),
+    each folder resolved once: through a linked folder, a linked file, and `..` after a link."""
+    import os
+
+    real = tmp_path / "real" / "sub"
+    real.mkdir(parents=True)
+    for name in ("a.jpg", "b.png"):
+        (real / name).write_bytes(b"x")
+    (tmp_path / "linked").symlink_to(real)
+    (tmp_path / "one.jpg").symlink_to(real / "a.jpg")
+    monkeypatch.chdir(tmp_path)
+    given = ["linked", "one.jpg", "linked/../sub/b.png", str(real)]
+    sources = collect_sources(given)
+    assert all(s.key == os.path.realpath(s.path) for s in sources)
+    assert [s.key for s in sources] == [str(real / "a.jpg"), str(real / "b.png")]  # each file once

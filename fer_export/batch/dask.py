@@ -310,6 +310,10 @@ class _Client:
                     done.add(redo[0])
                     jobs[redo[0]] = redo[1]
                 self.commit_ready()
+            self.commit_ready(force=True)
+        except KeyboardInterrupt:  # keep what finished before Ctrl-C
+            self.commit_ready(force=True)
+            raise
         finally:
             bar.close()
         self.report.timings = {k: round(v, 3) for k, v in self.timings.items()}
@@ -343,7 +347,7 @@ class _Client:
         self.report.faces += sum(len(f.faces) for f in frames)
         self.committer.finish(i, input_rows(self.sources[i], self.labels, frames, error))
 
-    def commit_ready(self) -> None:
+    def commit_ready(self, force: bool = False) -> None:
         t0 = time.perf_counter()
-        self.committer.commit_ready()
+        self.committer.commit_ready(force)
         self.timings["write"] += time.perf_counter() - t0

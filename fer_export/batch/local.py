@@ -129,15 +129,16 @@ class _Consumer:
         self.busy.clear()
         self.timings["infer"] += time.perf_counter() - t0
 
-    def commit_ready(self) -> None:
-        """Hand every finished input whose crops are all classified to the committer; write what is due."""
+    def commit_ready(self, force: bool = False) -> None:
+        """Hand every finished input whose crops are all classified to the committer; write what is due
+        (everything, if ``force``)."""
         t0 = time.perf_counter()
         for i in sorted(self.waiting):
             if not self.busy.get(i):
                 rows = input_rows(self.sources[i], self.clf.labels, self.frames.pop(i, []), self.errors.pop(i, ""))
                 self.committer.finish(i, rows)
                 self.waiting.discard(i)
-        self.committer.commit_ready()
+        self.committer.commit_ready(force)
         self.timings["write"] += time.perf_counter() - t0
 
 
@@ -179,7 +180,10 @@ def run_local(config: BatchConfig, log: Log = lambda s: None) -> BatchReport:
             if isinstance(item, _Done) or not consumer.pending.frames:
                 consumer.commit_ready()
         consumer.infer()
-        consumer.commit_ready()
+        consumer.commit_ready(force=True)
+    except KeyboardInterrupt:  # keep what finished before Ctrl-C
+        consumer.commit_ready(force=True)
+        raise
     finally:
         stop.set()
         for t in pool:

@@ -34,7 +34,7 @@ Exit codes: 0 done, 2 usage or input error (missing folder, wrong label folders,
 @library_errors
 def main(model, data, split, batch_size, limit_per_class, provider, confusion, report, as_json, progress):
     if str(model) in BUNDLED_MODELS:
-        model = resolve_model(str(model))
+        model = resolve_model(str(model), provider)
     result = evaluate_folder(model, data, split, batch_size, limit_per_class, provider, progress)
     text = result.classification_report()
     if report:

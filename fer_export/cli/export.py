@@ -69,7 +69,8 @@ def main():
 
 @main.command(help="Export CHECKPOINT to ONNX (outputs `logits` and `probs`; input `input`, float32 N,C,H,W). "
                    "Writes CHECKPOINT's stem + .onnx unless -o is given. Given an .onnx file exported by "
-                   "fer-export and --with-preprocessing, writes its embeddable uint8-input graph (NAME.embed.onnx).")
+                   "fer-export and --with-preprocessing, writes its embeddable uint8-input graph (NAME.embed.onnx); "
+                   "given one and --int8 alone, its int8 copy NAME.int8.onnx, gated against the fp32 file itself.")
 @click.argument("checkpoint", type=_path)
 @click.option("-o", "--output", type=_path, help="Output .onnx path.")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18 or newer).")
@@ -94,12 +95,16 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, eval
          accept_drop, tta, data, json_out):
     from ..export import export, export_int8
 
+    if int8 and not calib:
+        raise click.UsageError("--int8 needs --calib DIR (real face images to calibrate on)")
     if checkpoint.suffix.lower() == ".onnx":
+        if int8 and not (with_preprocessing or output or tta != "none" or batch != "dynamic" or opset != 18):
+            _finish([_run(export_int8, None, checkpoint, calib, eval_data=eval_data, data=data, max_drop_pp=max_drop,
+                          accept_drop=accept_drop, limit_per_class=eval_limit)], json_out)
+            return
         _embed(checkpoint, output, with_preprocessing, int8 or tta != "none" or batch != "dynamic" or opset != 18,
                data, json_out)
         return
-    if int8 and not calib:
-        raise click.UsageError("--int8 needs --calib DIR (real face images to calibrate on)")
     if int8 and (with_preprocessing or batch != "dynamic"):
         raise click.UsageError("--int8 works on the plain dynamic-batch graph; drop --with-preprocessing/--batch")
     results = [_run(export, "onnx", checkpoint, output, data=data, tta=tta, opset=opset, batch=batch,
@@ -115,9 +120,9 @@ def _embed(model, output, with_preprocessing, other_options, data, json_out):
     from ..export.embed import embed_onnx
 
     if not with_preprocessing or other_options:
-        raise click.UsageError(f"{model} is already ONNX: the only thing to add is its preprocessing "
-                               "(--with-preprocessing, with -o/--data/--json); --int8/--tta/--batch/--opset "
-                               "take a checkpoint")
+        raise click.UsageError(f"{model} is already ONNX: what can be added is its preprocessing "
+                               "(--with-preprocessing, with -o/--data/--json) or, alone, its int8 copy (--int8 "
+                               "--calib DIR, beside it); --tta/--batch/--opset take a checkpoint")
     _finish([_run(embed_onnx, model, output, data=data)], json_out)
 
 

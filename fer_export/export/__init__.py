@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from ..errors import ArtifactError, ExportError, ParityError
-from ..spec import INPUT_NORMALIZED, INPUT_UINT8, META_PARITY, META_TTA, ModelSpec
+from ..spec import INPUT_NORMALIZED, INPUT_UINT8, META_PARITY, META_SOURCE_SHA256, META_TTA, ModelSpec
 from .artifact import TTA_MODES, Artifact, build_metadata
 from .onnx import export_onnx, load_onnx, stamp_onnx
 from .torchscript import export_torchscript, load_torchscript_artifact, stamp_torchscript
@@ -89,7 +89,8 @@ class ExportResult:
 
 def publish(fmt: str, tmp: Path, final: Path, metadata: dict[str, str], model, spec: ModelSpec,
             data: str | Path | None = None, judges: tuple[Callable[[Path], Any], ...] = ()) -> ExportResult:
-    """Gate the artifact written at ``tmp``: parity against ``model`` plus any ``judges`` (each
+    """Gate the artifact written at ``tmp``: parity against ``model`` (an eager model, or an opened
+    artifact for an int8 graph made from an fp32 file) plus any ``judges`` (each
     returns a report with ``.passed``); embed the results, then move the file to ``final`` when all
     pass, else to ``NAME.failed<suffix>`` (removing any stale ``final``) and raise ParityError."""
     from ..parity import check_model
@@ -182,13 +183,16 @@ def int8_problems(source: Artifact) -> list[str]:
     return problems
 
 
-def export_int8(checkpoint: str | Path, fp32: str | Path, calib: str | Path, *, eval_data: str | Path | None = None,
-                data: str | Path | None = None, max_drop_pp: float | None = None, accept_drop: bool = False,
-                limit_per_class: int | None = None) -> ExportResult:
+def export_int8(checkpoint: str | Path | None, fp32: str | Path, calib: str | Path, *,
+                eval_data: str | Path | None = None, data: str | Path | None = None, max_drop_pp: float | None = None,
+                accept_drop: bool = False, limit_per_class: int | None = None) -> ExportResult:
     """Quantise the fp32 ONNX export of ``checkpoint`` to ``NAME.int8.onnx`` and judge it.
 
     Calibrates on images from ``calib``; accuracy is measured on ``eval_data`` (default: ``calib``,
     which must then be labelled). Raises :class:`ParityError` when its parity or accuracy fails.
+    ``checkpoint=None``: the fp32 file is the reference (it passed its own parity check against
+    PyTorch when it was exported), for an exported model whose checkpoint is not at hand; the int8
+    file then names the fp32 file's checkpoint as its source.
     """
     from ..model import sha256_file
     from .quantize import MAX_ACCURACY_DROP_PP, judge, quantize_int8
@@ -199,10 +203,13 @@ def export_int8(checkpoint: str | Path, fp32: str | Path, calib: str | Path, *, 
     if problems:
         raise ExportError(f"{fp32}: cannot make an int8 model from this file: {'; '.join(problems)}")
     tta = source.metadata.get(META_TTA, "none")
-    model, spec = reference_model(checkpoint, tta)
+    if checkpoint is None:
+        model, spec, source_sha256 = source, source.spec, source.metadata.get(META_SOURCE_SHA256, "")
+    else:
+        (model, spec), source_sha256 = reference_model(checkpoint, tta), sha256_file(checkpoint)
     final = sibling(fp32, "int8")
     tmp = sibling(final, "tmp")
-    metadata = build_metadata(spec, sha256_file(checkpoint), precision="int8", tta=tta)
+    metadata = build_metadata(spec, source_sha256, precision="int8", tta=tta)
     try:
         quantize_int8(fp32, tmp, spec, calib)
         FORMATS["onnx"].stamp(tmp, metadata)
