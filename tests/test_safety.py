@@ -313,3 +313,41 @@ def test_finished_inputs_are_written_together_at_most_every_commit_interval(tmp_
     again = tmp_path / "again.csv"
     assert batch(*fer_crops(fer2013, 1), "--model", tiny_model, "--out", again).exit_code == 0
     assert out.read_bytes() == again.read_bytes()
+
+
+def test_a_commit_cut_off_before_its_journal_line_ends_the_writing(tmp_path, monkeypatch):
+    """Ctrl-C between an input's rows and its journal line: nothing is written after it, neither the
+    inputs finished later nor by a forced final commit (their rows could land after rows the journal
+    does not cover, and resuming would then cut them off or keep them out of order)."""
+    from fer_export.batch import results
+    from fer_export.batch.results import BatchReport
+    from fer_export.batch.sources import Source
+    from fer_export.batch.work import Committer
+
+    out = tmp_path / "r.csv"
+    sources = [Source(Path(f"{k}.jpg"), f"{k}.jpg", "image", f"/k/{k}.jpg") for k in range(3)]
+    writer = ResultsWriter(out, ["source", "status"], overwrite=True)
+    committer = Committer(sources, writer, BatchReport(out))
+    committer.finish(0, [["0.jpg", "ok"]])
+    committer.commit_ready(force=True)
+    journalled = out.read_bytes()
+    real, calls = results._fsync, []
+
+    def fsync(f):  # the next commit's journal fsync is interrupted, after its rows are in the CSV
+        calls.append(f.name)
+        if f.name == str(journal_path(out)):
+            raise KeyboardInterrupt
+        real(f)
+
+    monkeypatch.setattr(results, "_fsync", fsync)
+    committer.finish(1, [["1.jpg", "ok"]])
+    with pytest.raises(KeyboardInterrupt):
+        committer.commit_ready(force=True)
+    monkeypatch.setattr(results, "_fsync", real)
+    committer.finish(2, [["2.jpg", "ok"]])
+    committer.commit_ready(force=True)  # Ctrl-C's final commit: refused
+    writer.close()
+    assert out.read_bytes() == journalled + b"1.jpg,ok\n"  # input 2 was not written after the cut
+    again = ResultsWriter(out, ["source", "status"], resume=True)  # input 1's journal line reached the
+    assert [again.is_done(s.key, s.name) for s in sources] == [True, True, False]  # file on close
+    again.close()

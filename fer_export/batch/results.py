@@ -116,7 +116,6 @@ class ResultsWriter:
                  run: dict | None = None):
         self.path, self.journal = Path(path), journal_path(path)
         self.done: dict[str, str] = {}
-        self.cut_off = False  # a commit was interrupted (Ctrl-C, a failed write): write nothing more
         head = _csv_line(header).encode()
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if exists and not resume and not overwrite:
@@ -179,11 +178,10 @@ class ResultsWriter:
 
     def commit(self, finished: Sequence[tuple[str, str, str, Sequence[Sequence[str]]]]) -> None:
         """Write ``(source name, key, status, rows)`` for each finished input, then journal them, both
-        fsynced. A commit cut off before its journal line (Ctrl-C, a failed write) ends the writing:
-        what it and any later input would have written is done again by ``--resume``."""
-        if not finished or self.cut_off:
+        fsynced. After a commit cut off before its journal line (Ctrl-C, a failed write), write nothing
+        more: ``--resume`` truncates the CSV to the journal and does those inputs again."""
+        if not finished:
             return
-        self.cut_off = True  # until this commit has been journalled
         try:
             ends = []
             for source, key, status, rows in finished:
@@ -196,7 +194,6 @@ class ResultsWriter:
         except OSError as exc:
             raise write_failed(self.path, exc) from exc
         self.done.update((k, st) for _, k, st, _ in ends)
-        self.cut_off = False
 
     def close(self) -> None:
         for f in (self._csv, self._log):

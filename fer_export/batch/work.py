@@ -165,6 +165,8 @@ class Committer:
         self.ready: dict[int, list] = {}  # finished inputs waiting for their turn: index -> rows
         self.next = 0  # index of the next input to write
         self.written = float("-inf")  # time.monotonic() of the last write
+        self.cut_off = False  # a commit was interrupted (Ctrl-C, a failed write): write nothing more, so
+        # no input is written past one left out, nor after rows the journal does not cover
 
     def finish(self, i: int, rows: list) -> None:
         self.ready[i] = rows
@@ -172,8 +174,9 @@ class Committer:
     def commit_ready(self, force: bool = False) -> None:
         """Write every finished input that is next in input order: now if ``force``, else when the last
         write is :data:`COMMIT_EVERY_S` old."""
-        if self.writer.cut_off or (not force and time.monotonic() - self.written < COMMIT_EVERY_S):
+        if self.cut_off or (not force and time.monotonic() - self.written < COMMIT_EVERY_S):
             return
+        self.cut_off = True  # until written: a Ctrl-C in between leaves the rest to --resume, in order
         finished = []
         while self.next < len(self.sources):
             src = self.sources[self.next]
@@ -186,6 +189,7 @@ class Committer:
         if entries:
             self.writer.commit(entries)
             self.written = time.monotonic()
+        self.cut_off = False
         for name, _, status, rows in entries:
             self.report.status[status] += 1
             if status == "error":
