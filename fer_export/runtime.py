@@ -28,8 +28,9 @@ ACCURATE_FP32 = _MODELS / "fer2013_resnet18.onnx"
 #: "Choosing a model"). On the CPU, ``accurate`` is its int8 QDQ copy: as accurate on PublicTest
 #: (70.60 % against 70.44 %) at about 3x the speed with VNNI or AMX; on CUDA, where int8 QDQ graphs
 #: gain nothing, the fp32 export.
+_FAST_INT8 = _MODELS / "fer2013_fast.int8.onnx"
 BUNDLED_MODELS = {"accurate": {"cpu": _MODELS / "fer2013_resnet18.int8.onnx", "cuda": ACCURATE_FP32},
-                  "fast": {"cpu": _MODELS / "fer2013_fast.int8.onnx", "cuda": _MODELS / "fer2013_fast.int8.onnx"}}
+                  "fast": {"cpu": _FAST_INT8, "cuda": _FAST_INT8}}
 DEFAULT_TIER = "accurate"
 #: Crops per onnxruntime call.
 DEFAULT_BATCH_SIZE = 32
@@ -140,8 +141,8 @@ class EmotionClassifier:
                  batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None, spin: bool = True):
         path = resolve_model(model, provider)
         self.session, self.provider = open_session(path, provider, threads, spin)
-        if self.provider != provider and resolve_model(model, self.provider) != path:  # auto found no GPU
-            path = resolve_model(model, self.provider)
+        if (used := resolve_model(model, self.provider)) != path:  # auto chose CUDA's file, and CUDA did not start
+            path = used
             self.session, self.provider = open_session(path, self.provider, threads, spin)
         self.path = path
         self.metadata = read_metadata(self.session, path)

@@ -151,6 +151,7 @@ class YuNetDetector(_Detector):
         self.path, self.threshold = Path(model), float(threshold)
         self._session = None if backend == "opencv" else _yunet_session(self.path, required=backend == "onnxruntime")
         self.backend = "onnxruntime" if self._session is not None else "opencv"
+        self._input = self._session and self._session.get_inputs()[0].name
         if self._session is None:  # fail now, not in a worker thread: OpenCV loads files it cannot run
             try:
                 self._detect(np.zeros((32, 32, 3), np.uint8))
@@ -169,7 +170,7 @@ class YuNetDetector(_Detector):
 
     def _detect(self, image):
         if self._session is not None:
-            return _yunet_decode(self._session, image, self.threshold)
+            return _yunet_decode(self._session, self._input, image, self.threshold)
         net = self._net()
         net.setInputSize((image.shape[1], image.shape[0]))
         _, found = net.detect(image)
@@ -203,7 +204,7 @@ def _yunet_session(path: Path, required: bool = False):
     return None
 
 
-def _yunet_decode(session, image: np.ndarray, threshold: float) -> list[tuple]:
+def _yunet_decode(session, input_name: str, image: np.ndarray, threshold: float) -> list[tuple]:
     """YuNet's faces in a BGR ``image``: the image zero-padded to multiples of 32, each stride's grid
     decoded (score = sqrt(cls * obj), box centre and landmarks as grid offsets, sides as exp), then
     OpenCV's NMS: what ``cv2.FaceDetectorYN.detect`` returns, as ``(box, score, landmarks)``."""
@@ -213,7 +214,7 @@ def _yunet_decode(session, image: np.ndarray, threshold: float) -> list[tuple]:
     ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
     blob = np.zeros((1, 3, ph, pw), np.float32)
     blob[0, :, :h, :w] = image.transpose(2, 0, 1)
-    out = dict(zip(YUNET_OUTPUTS, session.run(list(YUNET_OUTPUTS), {session.get_inputs()[0].name: blob})))
+    out = dict(zip(YUNET_OUTPUTS, session.run(list(YUNET_OUTPUTS), {input_name: blob})))
     boxes, scores, marks = [], [], []
     for stride in YUNET_STRIDES:
         score = np.sqrt(np.clip(out[f"cls_{stride}"].reshape(-1), 0, 1) * np.clip(out[f"obj_{stride}"].reshape(-1), 0, 1))

@@ -178,8 +178,9 @@ class ResultsWriter:
 
     def commit(self, finished: Sequence[tuple[str, str, str, Sequence[Sequence[str]]]]) -> None:
         """Write ``(source name, key, status, rows)`` for each finished input, then journal them, both
-        fsynced. After a commit cut off before its journal line (Ctrl-C, a failed write), write nothing
-        more: ``--resume`` truncates the CSV to the journal and does those inputs again."""
+        fsynced. After a commit cut off before its journal line (Ctrl-C, a failed write), callers write
+        nothing more (:class:`~.work.Committer` sees to it): ``--resume`` truncates the CSV to the
+        journal and does those inputs again."""
         if not finished:
             return
         try:

@@ -98,12 +98,12 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, eval
     if int8 and not calib:
         raise click.UsageError("--int8 needs --calib DIR (real face images to calibrate on)")
     if checkpoint.suffix.lower() == ".onnx":
-        if int8 and not (with_preprocessing or output or tta != "none" or batch != "dynamic" or opset != 18):
+        graph_options = tta != "none" or batch != "dynamic" or opset != 18  # these need a checkpoint
+        if int8 and not (with_preprocessing or output or graph_options):
             _finish([_run(export_int8, None, checkpoint, calib, eval_data=eval_data, data=data, max_drop_pp=max_drop,
                           accept_drop=accept_drop, limit_per_class=eval_limit)], json_out)
             return
-        _embed(checkpoint, output, with_preprocessing, int8 or tta != "none" or batch != "dynamic" or opset != 18,
-               data, json_out)
+        _embed(checkpoint, output, with_preprocessing, int8 or graph_options, data, json_out)
         return
     if int8 and (with_preprocessing or batch != "dynamic"):
         raise click.UsageError("--int8 works on the plain dynamic-batch graph; drop --with-preprocessing/--batch")
