@@ -242,8 +242,10 @@ def crop_modes(model: Path | None) -> list[str]:
 
 
 def measure(data: Path, per_class: int, out: Path, model: Path | None = None, detectors=("yunet", "haar"),
-            seed: int = 0, photos: Path | None = DATA / "photos", feather: float = FEATHER) -> dict:
-    """Build the pictures, run every detector and crop mode, score; the JSON-ready result."""
+            seed: int = 0, photos: Path | None = DATA / "photos", feather: float = FEATHER, crops=None,
+            **detection) -> dict:
+    """Build the pictures, run every detector and crop mode (``crops``: these of them), score; the
+    JSON-ready result. ``detection``: other fer-batch settings for the detector runs (e.g. ``look_again``)."""
     rng = np.random.default_rng(seed)
     faces = sample_faces(data, per_class, rng)
     pictures = build_pictures(faces, photos, out / "pictures", rng, feather)
@@ -251,15 +253,15 @@ def measure(data: Path, per_class: int, out: Path, model: Path | None = None, de
     whole = classify_whole(pictures, out, **common)
     rows = []
     for detector in detectors:
-        for mode in crop_modes(model):
+        for mode in [m for m in crop_modes(model) if crops is None or m in crops]:
             found = run([out / "pictures"], out / f"{detector}_{mode}.csv", detector=detector,
-                        crop=CROP_MODES[mode], **common)
+                        crop=CROP_MODES[mode], **common, **detection)
             for kind in sorted({p.background for p in pictures}) + ["all"]:
                 subset = [p for p in pictures if kind in ("all", p.background)]
                 rows.append({"detector": detector, "crop": mode, "background": kind,
                              **score(subset, found, whole)})
     return {"data": str(data), "per_class": per_class, "seed": seed, "faces": len(faces),
-            "pictures": len(pictures), "model": str(model) if model else "bundled", "rows": rows,
+            "pictures": len(pictures), "model": str(model) if model else "bundled", "detection": detection, "rows": rows,
             "placement": {"picture_hw": PICTURE, "face_sides": FACE_SIDES, "feather": feather},
             "manifest": [asdict(p) for p in pictures]}
 
@@ -285,13 +287,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--feather", type=float, default=FEATHER,
                     help="fade each face's border into the background over this fraction of its side (default 0)")
+    ap.add_argument("--crops", nargs="+", choices=list(CROP_MODES), help="crop modes to run (default: all the model supports)")
+    ap.add_argument("--det-threshold", type=float, help="YuNet's score threshold (default: fer-batch's)")
+    ap.add_argument("--look-again", type=float, help="fer-batch --look-again (default: fer-batch's)")
     ap.add_argument("--out", type=Path, help="folder for pictures, CSVs and pictures.json (default: a new temp folder)")
     args = ap.parse_args(argv)
+    detection = {k: v for k, v in (("det_threshold", args.det_threshold), ("look_again", args.look_again))
+                 if v is not None}
     machine = machine_info()
     out = args.out or Path(tempfile.mkdtemp(prefix="fer-pictures-"))
     photos = args.photos if args.photos and args.photos.is_dir() else None
     result = measure(args.data, args.per_class, out, args.model, tuple(args.detectors), args.seed, photos,
-                     args.feather)
+                     args.feather, args.crops, **detection)
     result["machine"] = machine
     print(f"Machine: {describe_machine(machine)}\n")
     print(table(result))

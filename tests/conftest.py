@@ -44,6 +44,19 @@ def videos() -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_face(photos):
+    """A 1920x1440 picture with one face of about 35 px at (900, 600), and that face photo's width:
+    YuNet misses the face on the 640 px copy it detects on, and finds it at 1280 px."""
+    import cv2
+    import numpy as np
+
+    face = cv2.resize(cv2.imread(str(photos / "fr_obama-480p.jpg")), None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA)
+    picture = np.full((1440, 1920, 3), 128, np.uint8)
+    picture[600:600 + face.shape[0], 900:900 + face.shape[1]] = face
+    return picture, face.shape[1]
+
+
+@pytest.fixture(scope="session")
 def yunet_model() -> Path:
     return shared("models", "face_detection_yunet_2026may.onnx")
 

@@ -179,6 +179,26 @@ def test_max_faces_keeps_the_largest(tmp_path, tiny_model, photos, yunet_model):
     np.testing.assert_array_equal(two[["x", "y", "w", "h"]], largest[["x", "y", "w", "h"]])
 
 
+def test_pictures_get_a_second_look_and_video_frames_do_not(tmp_path, tiny_model, small_face, yunet_model):
+    """The small face that YuNet finds only enlarged (test_faces) is found in a picture by default, not
+    with --look-again 1, and not in a video made of that picture; the rows keep source pixels."""
+    picture, width = small_face
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "small face.png"), picture)
+    video = cv2.VideoWriter(str(tmp_path / "in" / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (1920, 1440))
+    for _ in range(3):
+        video.write(picture)
+    video.release()
+    args = [tmp_path / "in", "--model", tiny_model, "--yunet-model", yunet_model]
+    assert batch(*args, "--out", tmp_path / "r.csv").exit_code == 0
+    assert batch(*args, "--out", tmp_path / "once.csv", "--look-again", 1).exit_code == 0
+    rows, once = read_results(tmp_path / "r.csv"), read_results(tmp_path / "once.csv")
+    still = rows[rows.source.str.endswith("small face.png")]
+    assert list(still.status) == ["ok"] and 900 < still.x.iloc[0] < 900 + width and still.w.iloc[0] >= 25
+    assert set(rows[rows.source.str.endswith("clip.avi")].status) == {"no_face"}
+    assert set(once.status) == {"no_face"} and len(once) == 4
+
+
 @pytest.mark.parametrize("options, message", [
     (dict(resume=True, overwrite=True), "not both"),
     (dict(every_n=2, video_fps=5.0), "not both"),
@@ -186,6 +206,7 @@ def test_max_faces_keeps_the_largest(tmp_path, tiny_model, photos, yunet_model):
     (dict(max_faces=0), "max faces"),
     (dict(detector="dlib"), "detector must be one of"),
     (dict(det_sizes=(32,)), "at least 64 px"),
+    (dict(look_again=0.5), "look again"),
 ])
 def test_config_rules_hold_for_library_callers(options, message):
     with pytest.raises(InputError, match=message):

@@ -143,6 +143,18 @@ def test_multi_scale_detection_merges_duplicates_and_filters_small_faces(photos,
     assert big == [f for f in one if min(f.w, f.h) >= cut] and 0 < len(big) < len(one)
 
 
+def test_a_picture_without_a_face_found_gets_a_second_look_enlarged(small_face, yunet_model):
+    """A small face in a large picture, missed on the 640 px copy, is found by looking again at 2x
+    (1280 px) exactly as detecting at 1280 finds it, in source pixels; a video frame is not searched again."""
+    picture, width = small_face
+    assert open_detector("yunet", yunet_model, look_again=1).detect(picture, still=True) == []
+    detector = open_detector("yunet", yunet_model)  # look_again: 2 by default
+    assert detector.detect(picture) == []  # a video frame
+    again = detector.detect(picture, still=True)
+    assert again == open_detector("yunet", yunet_model, det_sizes=(1280,)).detect(picture)
+    assert len(again) == 1 and 900 < again[0].x < 900 + width and again[0].w >= 25
+
+
 def _iou(a, b):
     return iou(a.box, b.box)
 

@@ -117,7 +117,7 @@ def run_images(work: WorkConfig, sources: list[Source]) -> TaskResult:
             t0 = time.perf_counter()
             img, whole = read_image(source.path, detector)
             t1 = time.perf_counter()
-            faces, crops = faces_in(img, None if whole else detector)
+            faces, crops = faces_in(img, None if whole else detector, still=True)
             out.times["decode"] += t1 - t0
             out.times["detect"] += time.perf_counter() - t1
             frames.append(FrameResult(None, None, faces))

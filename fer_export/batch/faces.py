@@ -102,31 +102,55 @@ class _Detector:
     path: Path | None = None
 
     def __init__(self, sizes=DET_SIZES, min_face: int = 0, max_faces: int | None = None,
-                 framing: Framing | None = None):
+                 framing: Framing | None = None, look_again: float = 1.0):
         self.sizes = tuple(sorted(set(int(s) for s in sizes)))
+        self.look_again = float(look_again)  # see detect()
         self.min_face = int(min_face)
         self.max_faces = max_faces
         self.framing = framing  # how crop() frames a face; None = crop_face's square around the box
         self._local = threading.local()
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        boxes, scores, marks = [], [], []
-        for size in self.sizes:
-            small, s = scaled(image, size)
-            for (x, y, w, h), score, points in self._detect(small):
-                boxes.append([x / s, y / s, w / s, h / s])
-                scores.append(score)
-                marks.append(None if points is None else tuple(round(float(v) / s, 2) for v in points))
-            if s == 1.0:  # larger sizes would see the same pixels
-                break
-        faces = [_clip(b, sc, image.shape, m) for b, sc, m in zip(boxes, scores, marks)]
-        faces = [f for f in faces if f is not None and min(f.w, f.h) >= self.min_face]
+    def detect(self, image: np.ndarray, still: bool = False) -> list[Face]:
+        """The faces in ``image``, found at each of ``sizes`` (the long side it is scaled down to). A
+        ``still`` picture (not a video frame) in which no face is found gets a second look at
+        ``look_again`` times the largest scale used: a face too small or too blurred for that scale
+        is often found once enlarged. Video frames are not searched again: a frame without a face is
+        the common case there, and the second look costs ``look_again``² times the first."""
+        faces, s = self._detect_at_sizes(image)
+        if still and not faces and self.look_again > 1.0:
+            faces = self._detect_scaled(image, s * self.look_again)
         if len(self.sizes) > 1 and len(faces) > 1:
             keep = cv2.dnn.NMSBoxes([list(f.box) for f in faces], [f.score or 1.0 for f in faces], 0.0, NMS_IOU)
             faces = [faces[i] for i in sorted(np.asarray(keep).ravel().tolist())]
         if self.max_faces is not None and len(faces) > self.max_faces:
             faces = sorted(faces, key=lambda f: f.w * f.h, reverse=True)[:self.max_faces]
         return sorted(faces, key=lambda f: (f.x, f.y))
+
+    def _detect_at_sizes(self, image: np.ndarray) -> tuple[list[Face], float]:
+        """The faces found at each of ``sizes`` (unmerged), and the largest scale used."""
+        faces, s = [], 1.0
+        for size in self.sizes:
+            small, s = scaled(image, size)
+            faces += self._found(small, s, image.shape)
+            if s == 1.0:  # larger sizes would see the same pixels
+                break
+        return faces, s
+
+    def _detect_scaled(self, image: np.ndarray, s: float) -> list[Face]:
+        h, w = image.shape[:2]
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        big = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)
+        return self._found(big, s, image.shape)
+
+    def _found(self, small: np.ndarray, s: float, shape) -> list[Face]:
+        """The faces ``_detect`` finds in ``small`` (``image`` scaled by ``s``), in ``image``'s pixels."""
+        faces = []
+        for (x, y, w, h), score, points in self._detect(small):
+            marks = None if points is None else tuple(round(float(v) / s, 2) for v in points)
+            face = _clip([x / s, y / s, w / s, h / s], score, shape, marks)
+            if face is not None and min(face.w, face.h) >= self.min_face:
+                faces.append(face)
+        return faces
 
     def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
         """``face`` of ``image`` as a gray crop, framed as this detector was set up to (:func:`frame_face`)."""
@@ -278,7 +302,7 @@ def open_detector(config: WorkConfig = WorkConfig(), framing: Framing | None = N
     Its crops follow ``framing`` (the model's) unless ``config.crop`` is ``box``."""
     if config.detector == "none":
         return None
-    kw = dict(sizes=config.det_sizes, min_face=config.min_face, max_faces=config.max_faces,
+    kw = dict(sizes=config.det_sizes, min_face=config.min_face, max_faces=config.max_faces, look_again=config.look_again,
               framing=None if config.crop == "box" else framing)
     path = find_yunet_model(config.yunet_model)
     if config.detector == "yunet" and path is None:

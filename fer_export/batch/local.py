@@ -72,7 +72,7 @@ class _Producer:
         t0 = time.perf_counter()
         img, whole = read_image(source.path, self.detector)
         t1 = time.perf_counter()
-        faces, crops = faces_in(img, None if whole else self.detector)
+        faces, crops = faces_in(img, None if whole else self.detector, still=True)
         self.emit(i, FrameResult(None, None, faces), crops, t0, t1, time.perf_counter())
 
     def video(self, i: int, source: Source) -> None:

@@ -86,11 +86,12 @@ def read_image(path: str | Path, detector) -> tuple[np.ndarray, bool]:
     return img, False
 
 
-def faces_in(image: np.ndarray, detector) -> tuple[list[Face], list[np.ndarray]]:
-    """The faces of a BGR (or gray) image and their gray crops; without a detector, the whole image."""
+def faces_in(image: np.ndarray, detector, still: bool = False) -> tuple[list[Face], list[np.ndarray]]:
+    """The faces of a BGR (or gray) image and their gray crops; without a detector, the whole image.
+    ``still``: a picture, not a video frame (it gets the detector's second look)."""
     if detector is None:
         return [Face(0, 0, image.shape[1], image.shape[0])], [to_gray(image)]
-    faces = detector.detect(image)
+    faces = detector.detect(image, still)
     return faces, [detector.crop(image, f) for f in faces]
 
 
@@ -216,7 +217,7 @@ def run_settings(work: WorkConfig, models: dict) -> dict:
     settings = {"model_sha256": _sha256(models["model"]), "detector": detector}
     if detector != "none":
         settings |= {"detector_sha256": _sha256(models["detector_path"]), "det_sizes": list(work.det_sizes),
-                     "min_face": work.min_face, "max_faces": work.max_faces, "crop": work.crop}
+                     "look_again": work.look_again, "min_face": work.min_face, "max_faces": work.max_faces, "crop": work.crop}
     if detector == "yunet":
         settings["det_threshold"] = work.det_threshold
     return settings | {"every_n": work.every_n or 1, "video_fps": work.video_fps}
