@@ -60,7 +60,12 @@ class WorkConfig:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, str(value))
-        object.__setattr__(self, "det_sizes", tuple(int(s) for s in self.det_sizes))
+        try:
+            object.__setattr__(self, "det_sizes", tuple(int(s) for s in self.det_sizes))
+            for name in ("det_threshold", "look_again"):
+                object.__setattr__(self, name, float(getattr(self, name)))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"detection settings must be numbers: {exc}") from exc
         _raise(_work_problems(self))
 
 
