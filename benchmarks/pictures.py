@@ -261,7 +261,8 @@ def measure(data: Path, per_class: int, out: Path, model: Path | None = None, de
                 rows.append({"detector": detector, "crop": mode, "background": kind,
                              **score(subset, found, whole)})
     return {"data": str(data), "per_class": per_class, "seed": seed, "faces": len(faces),
-            "pictures": len(pictures), "model": str(model) if model else "bundled", "detection": detection, "rows": rows,
+            "pictures": len(pictures), "model": str(model) if model else "bundled", "detection": detection,
+            "rows": rows,
             "placement": {"picture_hw": PICTURE, "face_sides": FACE_SIDES, "feather": feather},
             "manifest": [asdict(p) for p in pictures]}
 

@@ -9,8 +9,8 @@ run down. Two rates, each compared like for like with fer's: ``whole process`` i
 process's wall time (starting Python, importing, loading the models: what a user waits for), ``in
 run`` is frames over the time fer-batch reports for its run (from loading the models to the last
 row written; fer's: ``Video.analyze`` alone, after TensorFlow is imported and ``FER()`` is built, so
-the in-run ratio still favours fer). ``cpu ms/frame`` (user + system time of the process over frames) is the steadier
-number on a shared machine: it counts the work done, not the waiting for a core. ``--fer-python``:
+the in-run ratio still favours fer). ``cpu ms/frame`` (user + system time of the process over
+frames) is the steadier number on a shared machine: it counts the work done, not the waiting for a core. ``--fer-python``:
 an interpreter with the ``fer`` package (not a dependency; install it in its own venv, see
 ``peer_fer.py``): fer's ``Video.analyze`` on the same video runs in turn with fer-batch, best of
 ``--repeat``, and every row gets its ratio to it (``--fer-fps``: a rate measured elsewhere instead).
@@ -119,7 +119,8 @@ def main(argv=None) -> int:
         rows.append([m or "default", d, frames, round(fps, 1), round(in_run, 1), round(cpu_ms, 1),
                      ratio(fps, reference_whole), ratio(in_run, reference)])
     if fer_fps:
-        rows.append(["fer (Haar, tflite)", "haar", None, round(reference_whole, 1), round(reference, 1), None, 1.0, 1.0])
+        rows.append(["fer (Haar, tflite)", "haar", None, round(reference_whole, 1), round(reference, 1), None,
+                     1.0, 1.0])
     result["machine"] = machine
     print_report(machine, markdown_table(["model", "detector", "frames", "frames/s whole process", "frames/s in run",
                                           "cpu ms/frame", "x fer whole", "x fer in run"], rows), args.json, result)

@@ -87,11 +87,17 @@ def _yunet_missing() -> str:
 
 def scaled(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
     """``image`` downscaled so its long side is at most ``long_side``, and the scale applied."""
-    h, w = image.shape[:2]
-    s = min(1.0, long_side / max(h, w))
+    s = min(1.0, long_side / max(image.shape[:2]))
+    return resized(image, s), s
+
+
+def resized(image: np.ndarray, s: float) -> np.ndarray:
+    """``image`` scaled by ``s`` (area-averaged down, bilinear up; itself at 1)."""
     if s == 1.0:
-        return image, 1.0
-    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
+        return image
+    h, w = image.shape[:2]
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)
 
 
 class _Detector:
@@ -118,7 +124,8 @@ class _Detector:
         the common case there, and the second look costs ``look_again``² times the first."""
         faces, s = self._detect_at_sizes(image)
         if still and not faces and self.look_again > 1.0:
-            faces = self._detect_scaled(image, s * self.look_again)
+            s *= self.look_again
+            faces = self._found(resized(image, s), s, image.shape)
         if len(self.sizes) > 1 and len(faces) > 1:
             keep = cv2.dnn.NMSBoxes([list(f.box) for f in faces], [f.score or 1.0 for f in faces], 0.0, NMS_IOU)
             faces = [faces[i] for i in sorted(np.asarray(keep).ravel().tolist())]
@@ -135,12 +142,6 @@ class _Detector:
             if s == 1.0:  # larger sizes would see the same pixels
                 break
         return faces, s
-
-    def _detect_scaled(self, image: np.ndarray, s: float) -> list[Face]:
-        h, w = image.shape[:2]
-        size = (max(1, round(w * s)), max(1, round(h * s)))
-        big = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)
-        return self._found(big, s, image.shape)
 
     def _found(self, small: np.ndarray, s: float, shape) -> list[Face]:
         """The faces ``_detect`` finds in ``small`` (``image`` scaled by ``s``), in ``image``'s pixels."""
