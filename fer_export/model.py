@@ -40,10 +40,10 @@ def build_model(spec: ModelSpec = SEED_SPEC, weights: str = "none") -> nn.Module
         raise ValueError(f"weights must be one of {WEIGHT_CHOICES}, got {weights!r}")
     if spec.arch not in ARCHITECTURES:
         raise SpecError(f"cannot build architecture {spec.arch!r}")
-    if spec.arch == "resnet18_half":
+    if spec.arch in _SLIM:
         if weights == "imagenet":
-            raise SpecError("resnet18_half has no ImageNet weights (its layers are half as wide); use weights 'none'")
-        return _resnet18_half(spec)
+            raise SpecError(f"{spec.arch} has no ImageNet weights (its layers differ from ResNet18's); use weights 'none'")
+        return _slim_resnet(spec, *_SLIM[spec.arch])
     model = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1 if weights == "imagenet" else None)
     rgb = model.conv1.weight.data
     if spec.arch == "resnet18":
@@ -59,19 +59,22 @@ def build_model(spec: ModelSpec = SEED_SPEC, weights: str = "none") -> nn.Module
     return model
 
 
-def _resnet18_half(spec: ModelSpec) -> nn.Module:
-    """The seed's ResNet18 (7x7 stride-2 stem, max-pool) with 32-64-128-256 channels; same module names as
-    torchvision's, so checkpoints, freezing and per-stage learning rates treat it like the others."""
+#: Networks with the seed's stem (7x7 stride-2 convolution, max-pool) and torchvision's module names, so
+#: that checkpoints, freezing and per-stage learning rates treat them like ResNet18: (widths, blocks per stage).
+_SLIM = {"resnet18_half": ((32, 64, 128, 256), 2), "resnet10": ((64, 128, 256, 512), 1)}
+
+
+def _slim_resnet(spec: ModelSpec, widths: tuple[int, ...], blocks: int) -> nn.Module:
+    """The seed's ResNet18 with other stage widths or fewer blocks per stage."""
     from torchvision.models import resnet18
     from torchvision.models.resnet import BasicBlock
 
     model = resnet18()
-    widths = (32, 64, 128, 256)
     model.inplanes = widths[0]
     model.conv1 = nn.Conv2d(spec.channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
     model.bn1 = nn.BatchNorm2d(widths[0])
     for i, width in enumerate(widths):
-        setattr(model, f"layer{i + 1}", model._make_layer(BasicBlock, width, 2, stride=1 if i == 0 else 2))
+        setattr(model, f"layer{i + 1}", model._make_layer(BasicBlock, width, blocks, stride=1 if i == 0 else 2))
     model.fc = nn.Sequential(nn.Dropout(0.5), nn.Linear(widths[-1], spec.num_classes))
     for m in model.modules():  # torchvision's initialisation, which _make_layer's fresh modules lack
         if isinstance(m, nn.Conv2d):

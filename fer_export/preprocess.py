@@ -6,6 +6,8 @@ It reproduces the seed's training transform exactly: a uint8 grayscale image goe
 """
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -44,11 +46,7 @@ def read_gray(path: str | Path) -> np.ndarray:
     Raises :class:`InputError` naming the file when it is missing, empty or not a readable image.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty (0 bytes); re-copy or remove it")
-    data = np.fromfile(str(path), dtype=np.uint8)
+    data = _file_bytes(path)
     img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
     if img is None or img.dtype != np.uint8:
         img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_GRAYSCALE)
@@ -60,11 +58,7 @@ def read_gray(path: str | Path) -> np.ndarray:
 def read_color(path: str | Path) -> np.ndarray:
     """Read an image file as a uint8 BGR array (for face detection and annotation)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty (0 bytes); re-copy or remove it")
-    img = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    img = cv2.imdecode(_file_bytes(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         img = _read_with_pillow(path)
     img = np.asarray(img)
@@ -77,6 +71,27 @@ def read_color(path: str | Path) -> np.ndarray:
     if img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     return img
+
+
+def _file_bytes(path: Path) -> np.ndarray:
+    """A file's bytes, for ``cv2.imdecode``; :class:`InputError` naming the file when there are none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the run
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    if not data:
+        raise InputError(f"{path}: file is empty (0 bytes); re-copy or remove it")
+    return np.frombuffer(data, dtype=np.uint8)
 
 
 def _read_with_pillow(path: Path) -> np.ndarray:

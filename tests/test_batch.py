@@ -133,6 +133,36 @@ def test_detector_none_matches_the_classifier(tmp_path, tiny_model, fer2013):
         np.testing.assert_allclose(df[list(FER2013_LABELS)].to_numpy(), expected, atol=2e-6)
 
 
+def test_workers_and_runs_of_images_change_nothing(tmp_path, tiny_model, fer2013, photos, videos, yunet_model):
+    """Workers classify runs of consecutive images themselves; how the inputs fall into runs, and how
+    many workers there are, changes no row. A bad image inside a run costs only its own row."""
+    data = tmp_path / "in"
+    data.mkdir()
+    crops = fer_crops(fer2013, 3)
+    for k, p in enumerate(crops):
+        shutil.copy(p, data / f"a{k:02d}.jpg")
+    (data / "a10_bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    shutil.copy(photos / "fer_justin.jpg", data / "b_photo.jpg")
+    shutil.copy(videos / NOFACE, data / "c_video.mov")
+    shutil.copy(crops[0], data / "d_after_video.jpg")
+    frames = {}
+    for workers, size in ((1, 32), (2, 3), (3, 1)):
+        out = tmp_path / f"w{workers}.csv"
+        res = batch(data, "--out", out, "--model", tiny_model, "--yunet-model", yunet_model, "--every-n", 40,
+                    "--workers", workers, "--batch-size", size)
+        assert res.exit_code == 1 and "1 error" in res.output, res.output
+        frames[workers] = df = read_results(out)
+        check_rows(df)
+    first = frames[1]
+    assert list(first.source.unique()) == [str(p) for p in sorted(data.iterdir())]
+    assert first.set_index("source").status[str(data / "a10_bad.jpg")] == "error"
+    for df in frames.values():
+        assert df.drop(columns=list(FER2013_LABELS) + ["confidence"]).equals(
+            first.drop(columns=list(FER2013_LABELS) + ["confidence"]))
+        np.testing.assert_allclose(df[list(FER2013_LABELS)].to_numpy(float), first[list(FER2013_LABELS)].to_numpy(float),
+                                   atol=2e-6, equal_nan=True)
+
+
 def test_uint8_model_with_preprocessing_inside(tmp_path, tiny_ckpt, tiny_model, fer2013, photos, yunet_model):
     """A --with-preprocessing graph (raw uint8 crops of any size) runs through fer-batch: crops of
     different sizes in one batch, and faces found in photos; the same emotions as the float graph."""

@@ -161,20 +161,23 @@ def test_batch_augment_is_seeded_and_keeps_shape():
 
 
 @pytest.mark.data
-def test_resnet18_half_trains_exports_and_runs(fer2013, tmp_path):
-    """The half-width network goes through fer-train, the ONNX export gate and the runtime."""
+@pytest.mark.parametrize("arch, stem, features, blocks", [("resnet18_half", 32, 256, 2), ("resnet10", 64, 512, 1)])
+def test_slim_networks_train_export_and_run(fer2013, tmp_path, arch, stem, features, blocks):
+    """The half-width and the one-block-per-stage networks go through fer-train, the ONNX export gate
+    and the runtime."""
     import numpy as np
 
     from fer_export.export import export
     from fer_export.model import build_model
     from fer_export.runtime import EmotionClassifier
 
-    out = tmp_path / "half"
+    out = tmp_path / arch
     res = CliRunner().invoke(fer_train, ["--data", str(fer2013), "--out", str(out), "--epochs", "1", "--aug", "tensor",
-                                         "--arch", "resnet18_half", *TINY, "--img-size", "48"])
+                                         "--arch", arch, *TINY, "--img-size", "48"])
     assert res.exit_code == 0, res.output
     model, spec = load_checkpoint(out / "best_model.pth")
-    assert spec.arch == "resnet18_half" and model.conv1.out_channels == 32 and model.fc[1].in_features == 256
+    assert spec.arch == arch and model.conv1.out_channels == stem and model.fc[1].in_features == features
+    assert all(len(getattr(model, f"layer{i}")) == blocks for i in range(1, 5))
     result = export("onnx", out / "best_model.pth", tta="hflip")
     assert result.passed
     probs = EmotionClassifier(result.path, provider="cpu").predict(np.zeros((2, 60, 50), np.uint8))

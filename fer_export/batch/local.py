@@ -1,10 +1,13 @@
 """The batch runner on this machine's threads (torch-free).
 
-Producer threads (one input at a time each) decode, detect faces, track them through videos, crop
-and prepare the crops; they feed a bounded queue. The calling thread only stacks prepared crops
-from any mix of files and frames into batches, runs the onnxruntime session, and hands each
-finished input to the :class:`~.work.Committer`, which writes in input order. OpenCV and
-onnxruntime release the GIL, so the stages overlap.
+Worker threads take the inputs in order: a video alone, images in runs of consecutive ones
+(:class:`_Jobs`). For a video they decode, detect faces, track them and prepare the crops frame by
+frame, and feed a bounded queue; the calling thread stacks the prepared crops of any mix of frames
+into batches and runs the onnxruntime session. A run of images a worker classifies itself, with a
+one-thread session of its own, and hands over the finished results: on crops this uses every core
+for the model with no hand-over per crop (about 1.7x the crops/s of classifying them all on the
+calling thread). The calling thread hands each finished input to the :class:`~.work.Committer`,
+which writes in input order. OpenCV and onnxruntime release the GIL, so the stages overlap.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .config import BatchConfig
@@ -21,6 +24,7 @@ from .sources import FrameSampler, Source, iter_frames
 from .tracking import IouTracker
 from .work import (Committer, FrameResult, Log, Pending, collect, describe, faces_in, finish, input_error,
                    input_rows, open_models, progress_bar, read_image, sampler_of, start)
+from ..runtime import EmotionClassifier
 
 #: A part-filled batch waits this long for more crops before it is run anyway. Waiting, rather than
 #: running small batches, leaves the CPU to the producers and keeps batches full.
@@ -29,7 +33,8 @@ IDLE_FLUSH_S = 0.5
 
 @dataclass
 class _Frame:
-    """What a producer hands over: one image or frame of input ``source``, and its prepared crops."""
+    """What a producer hands over: one image or frame of input ``source``, and its prepared crops
+    (None once classified: ``result.probs`` is set)."""
 
     source: int
     result: FrameResult
@@ -39,60 +44,144 @@ class _Frame:
 
 @dataclass
 class _Done:
+    """Video ``source`` is finished (with ``error`` when it failed)."""
+
     source: int
     error: str = ""
+
+
+@dataclass
+class _Images:
+    """A run of images, classified by the worker that read them: each input's CSV rows, in order."""
+
+    rows: list[tuple[int, list]] = field(default_factory=list)
+    frames: int = 0
+    faces: int = 0
+    times: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+@dataclass
+class _Failed:
+    """The model itself failed in a worker: the run stops with this error, as on the calling thread."""
+
+    exc: Exception
 
 
 class _Stop(Exception):
     pass
 
 
+class _Jobs:
+    """The inputs in order, as work items: a video alone, or a run of consecutive images, up to
+    ``size`` of them, fewer as the images run out, so that every worker gets a share of the last ones."""
+
+    def __init__(self, todo: list[tuple[int, Source]], workers: int, size: int):
+        self.todo, self.workers, self.size, self.k, self.lock = todo, workers, size, 0, threading.Lock()
+        self.images_left = sum(s.kind != "video" for _, s in todo)
+
+    def next(self) -> list[tuple[int, Source]] | None:
+        with self.lock:
+            if self.k >= len(self.todo):
+                return None
+            if self.todo[self.k][1].kind == "video":
+                self.k += 1
+                return [self.todo[self.k - 1]]
+            n = max(1, min(self.size, self.images_left // (2 * self.workers)))
+            run = []
+            while self.k < len(self.todo) and len(run) < n and self.todo[self.k][1].kind != "video":
+                run.append(self.todo[self.k])
+                self.k += 1
+            self.images_left -= len(run)
+            return run
+
+
 class _Producer:
-    """Turns one input into :class:`_Frame` items (run in worker threads)."""
+    """Turns a work item into queue items (run in worker threads)."""
 
-    def __init__(self, clf, detector, sampler: FrameSampler, put: Callable):
+    def __init__(self, clf: EmotionClassifier, detector, sampler: FrameSampler, put: Callable):
         self.clf, self.detector, self.sampler, self.put = clf, detector, sampler, put
+        self.local = threading.local()
 
-    def __call__(self, i: int, source: Source) -> None:
+    def __call__(self, job: list[tuple[int, Source]]) -> None:
         try:
-            if source.kind == "video":
-                self.video(i, source)
+            if job[0][1].kind == "video":
+                self.video(*job[0])
             else:
-                self.image(i, source)
-            self.put(_Done(i))
+                self.images(job)
         except _Stop:
             pass
-        except Exception as exc:  # one bad input never kills the run: OpenCV/PIL raise many types
-            try:
-                self.put(_Done(i, input_error(source, exc)))
-            except _Stop:
-                pass
 
-    def image(self, i: int, source: Source) -> None:
-        t0 = time.perf_counter()
-        img, whole = read_image(source.path, self.detector)
-        t1 = time.perf_counter()
-        faces, crops = faces_in(img, None if whole else self.detector, still=True)
-        self.emit(i, FrameResult(None, None, faces), crops, t0, t1, time.perf_counter())
+    def own_model(self) -> EmotionClassifier:
+        """This thread's classifier: on the CPU a one-thread session of the same file (threads share no
+        pool, so two run at once on two cores); on CUDA the shared one."""
+        if self.clf.provider != "cpu":
+            return self.clf
+        if not hasattr(self.local, "clf"):
+            self.local.clf = EmotionClassifier(self.clf.path, "cpu", self.clf.batch_size, 1, spin=False)
+        return self.local.clf
+
+    def images(self, job: list[tuple[int, Source]]) -> None:
+        """Read, detect and crop each image of ``job``; classify all their crops at once; hand over
+        the rows. A bad image gets its error row; the others go on."""
+        out, done, crops = _Images(), [], []
+        for i, source in job:
+            t0 = time.perf_counter()
+            try:
+                img, whole = read_image(source.path, self.detector)
+                t1 = time.perf_counter()
+                faces, found = faces_in(img, None if whole else self.detector, still=True)
+            except Exception as exc:  # one bad input never kills the run: OpenCV/PIL raise many types
+                done.append((i, source, None, input_error(source, exc)))
+                continue
+            out.times["decode"] += t1 - t0
+            out.times["detect"] += time.perf_counter() - t1
+            done.append((i, source, FrameResult(None, None, faces), ""))
+            crops += found
+        model = self.own_model()
+        try:
+            t0 = time.perf_counter()
+            prepared = model.prepare(crops) if crops else None
+            t1 = time.perf_counter()
+            probs = model.predict_prepared(prepared) if crops else None
+        except Exception as exc:  # the model, not an input, failed: stop the run
+            self.put(_Failed(exc))
+            return
+        out.times["preprocess"] += t1 - t0
+        out.times["infer"] += time.perf_counter() - t1
+        for i, source, result, error in done:
+            if result is not None:
+                n = len(result.faces)
+                result.probs = probs[out.faces:out.faces + n] if n else None
+                out.faces, out.frames = out.faces + n, out.frames + 1
+            out.rows.append((i, input_rows(source, self.clf.labels, [result] if result else [], error)))
+        self.put(out)
 
     def video(self, i: int, source: Source) -> None:
-        tracker = IouTracker()
-        frames = iter_frames(source.path, self.sampler)
-        while True:
-            t0 = time.perf_counter()
-            got = next(frames, None)
-            if got is None:
-                return
-            n, t, img = got
-            t1 = time.perf_counter()
-            faces, crops = faces_in(img, self.detector)
-            t2 = time.perf_counter()
-            self.emit(i, FrameResult(n, t, faces, tracks=tracker.update([f.box for f in faces])), crops, t0, t1, t2)
+        try:
+            tracker = IouTracker()
+            frames = iter_frames(source.path, self.sampler)
+            while True:
+                t0 = time.perf_counter()
+                got = next(frames, None)
+                if got is None:
+                    break
+                n, t, img = got
+                t1 = time.perf_counter()
+                faces, crops = faces_in(img, self.detector)
+                t2 = time.perf_counter()
+                result = FrameResult(n, t, faces, tracks=tracker.update([f.box for f in faces]))
+                self.put(self.frame(i, result, crops, t0, t1, t2))
+        except _Stop:
+            raise
+        except Exception as exc:  # a truncated or unreadable video: the frames before it are kept
+            self.put(_Done(i, input_error(source, exc)))
+            return
+        self.put(_Done(i))
 
-    def emit(self, i, result, crops, t0, t1, t2) -> None:
+    def frame(self, i, result, crops, t0, t1, t2) -> _Frame:
         prepared = self.clf.prepare(crops) if crops else None
         times = {"decode": t1 - t0, "detect": t2 - t1, "preprocess": time.perf_counter() - t2}
-        self.put(_Frame(i, result, prepared, times))
+        return _Frame(i, result, prepared, times)
 
 
 class _Consumer:
@@ -103,23 +192,39 @@ class _Consumer:
         self.frames: dict[int, list[FrameResult]] = defaultdict(list)
         self.errors: dict[int, str] = {}
         self.pending = Pending(clf)
-        self.busy: dict[int, int] = defaultdict(int)  # source -> its frames in `pending`
-        self.waiting: set[int] = set()  # sources whose _Done arrived but may have crops pending
+        self.busy: set[int] = set()  # sources with frames in `pending`
+        self.waiting: list[int] = []  # sources whose _Done arrived while they had frames pending
         self.timings = defaultdict(float)
 
-    def take(self, item) -> None:
+    def take(self, item) -> int:
+        """Take a queue item; return the number of inputs it finished."""
+        if isinstance(item, _Failed):
+            raise item.exc
+        if isinstance(item, _Images):
+            for k, v in item.times.items():
+                self.timings[k] += v
+            for i, rows in item.rows:
+                self.committer.finish(i, rows)
+            self.report.frames += item.frames
+            self.report.faces += item.faces
+            self.bar.update(item.frames)
+            return len(item.rows)
         if isinstance(item, _Done):
-            self.errors[item.source] = item.error
-            self.waiting.add(item.source)
-            return
+            if item.source in self.busy:
+                self.errors[item.source] = item.error
+                self.waiting.append(item.source)
+            else:
+                self.finish(item.source, item.error)
+            return 1
         self.frames[item.source].append(item.result)
         for k, v in item.times.items():
             self.timings[k] += v
         self.report.frames += 1
         if item.prepared is not None:
             self.pending.add(item.result, item.prepared)
-            self.busy[item.source] += 1
+            self.busy.add(item.source)
         self.bar.update(1)
+        return 0
 
     def infer(self) -> None:
         if not self.pending.frames:
@@ -128,16 +233,19 @@ class _Consumer:
         self.report.faces += self.pending.flush()
         self.busy.clear()
         self.timings["infer"] += time.perf_counter() - t0
+        for i in self.waiting:
+            self.finish(i, self.errors.pop(i))
+        self.waiting.clear()
+
+    def finish(self, i: int, error: str) -> None:
+        """Hand input ``i``, all of its crops classified, to the committer."""
+        t0 = time.perf_counter()
+        self.committer.finish(i, input_rows(self.sources[i], self.clf.labels, self.frames.pop(i, []), error))
+        self.timings["write"] += time.perf_counter() - t0
 
     def commit_ready(self, force: bool = False) -> None:
-        """Hand every finished input whose crops are all classified to the committer; write what is due
-        (everything, if ``force``)."""
+        """Write what is due (everything, if ``force``)."""
         t0 = time.perf_counter()
-        for i in sorted(self.waiting):
-            if not self.busy.get(i):
-                rows = input_rows(self.sources[i], self.clf.labels, self.frames.pop(i, []), self.errors.pop(i, ""))
-                self.committer.finish(i, rows)
-                self.waiting.discard(i)
         self.committer.commit_ready(force)
         self.timings["write"] += time.perf_counter() - t0
 
@@ -162,7 +270,8 @@ def run_local(config: BatchConfig, log: Log = lambda s: None) -> BatchReport:
         raise _Stop
 
     consumer = _Consumer(clf, sources, committer, report, bar)
-    pool = _start_threads(_Producer(clf, detector, sampler_of(config.work), put), todo, config.workers, stop)
+    jobs = _Jobs(todo, config.workers, config.work.batch_size)
+    pool = _start_threads(_Producer(clf, detector, sampler_of(config.work), put), jobs, config.workers, stop)
     try:
         remaining = len(todo)
         consumer.commit_ready()
@@ -173,11 +282,11 @@ def run_local(config: BatchConfig, log: Log = lambda s: None) -> BatchReport:
                 consumer.infer()
                 consumer.commit_ready()
                 continue
-            consumer.take(item)
-            remaining -= isinstance(item, _Done)
+            finished = consumer.take(item)
+            remaining -= finished
             if consumer.pending.crops >= config.work.batch_size or not remaining:
                 consumer.infer()
-            if isinstance(item, _Done) or not consumer.pending.frames:
+            if finished or not consumer.pending.frames:
                 consumer.commit_ready()
         consumer.infer()
         consumer.commit_ready(force=True)
@@ -194,18 +303,15 @@ def run_local(config: BatchConfig, log: Log = lambda s: None) -> BatchReport:
     return finish(config, sources, report, started)
 
 
-def _start_threads(produce: _Producer, todo: list[tuple[int, Source]], workers: int,
-                   stop: threading.Event) -> list[threading.Thread]:
-    """Worker threads taking inputs, in order, from one shared iterator until it ends or ``stop`` is set."""
-    it, lock = iter(todo), threading.Lock()
+def _start_threads(produce: _Producer, jobs: _Jobs, workers: int, stop: threading.Event) -> list[threading.Thread]:
+    """Worker threads taking work items, in order, until they run out or ``stop`` is set."""
 
     def work():
         while not stop.is_set():
-            with lock:
-                nxt = next(it, None)
-            if nxt is None:
+            job = jobs.next()
+            if job is None:
                 return
-            produce(*nxt)
+            produce(job)
 
     threads = [threading.Thread(target=work, name=f"fer-batch-{k}", daemon=True) for k in range(workers)]
     for t in threads:

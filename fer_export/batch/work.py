@@ -8,6 +8,7 @@ finished inputs reach the committer; neither imports the other.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -132,8 +133,10 @@ def input_rows(source: Source, labels: Sequence[str], frames: Sequence[FrameResu
         at = dict(source=source.name, kind=source.kind, labels=labels, frame=f.frame, t=f.t)
         if not f.faces:
             rows.append(make_row(**at, status="no_face"))
+            continue
+        probs = f.probs.tolist()
         for j, (face, track) in enumerate(zip(f.faces, f.tracks or [None] * len(f.faces))):
-            rows.append(make_row(**at, face=j, track=track, box=face.box, det_score=face.score, probs=f.probs[j]))
+            rows.append(make_row(**at, face=j, track=track, box=face.box, det_score=face.score, probs=probs[j]))
     if error:
         rows.append(make_row(source.name, source.kind, labels, status="error", error=error))
     return rows
@@ -292,11 +295,21 @@ def start(config: BatchConfig, sources: list[Source], models: dict, log: Log, no
 
 def progress_bar(config: BatchConfig, todo: list[tuple[int, Source]]):
     """A tqdm bar over the frames still to do (on a terminal, unless the config says otherwise)."""
+    if not (sys.stderr.isatty() if config.progress is None else config.progress):
+        return _NoBar()  # tqdm's import alone is a tenth of a second, a tenth of a small run
     from tqdm import tqdm
 
     sampler = sampler_of(config.work)
     return tqdm(total=sum(count_frames(s, sampler) for _, s in todo), unit="frame", smoothing=0.1,
-                disable=None if config.progress is None else not config.progress, dynamic_ncols=True)
+                dynamic_ncols=True)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def finish(config: BatchConfig, sources: list[Source], report: BatchReport, started: float) -> BatchReport:
