@@ -1,7 +1,8 @@
-"""fer-batch on one video at default settings, per detector: frames/s as a user sees them.
+"""fer-batch on one video (or a folder of face crops) at default settings, per detector: frames/s (or
+faces/s) as a user sees them.
 
-    python benchmarks/video_fps.py [VIDEO] [--detectors yunet haar] [--models accurate fast] [--repeat 3]
-                                   [--fer-python fer-venv/bin/python | --fer-fps N] [--json out.json]
+    python benchmarks/video_fps.py [VIDEO | CROPS_FOLDER] [--detectors yunet haar] [--models accurate fast]
+                                   [--repeat 3] [--fer-python fer-venv/bin/python | --fer-fps N] [--json out.json]
 
 Runs ``fer-batch VIDEO --out TMP.csv --overwrite --detector D`` as its own process, ``--repeat``
 times per detector (alternating), and keeps the best: other work on the machine only ever slows a
@@ -14,6 +15,11 @@ frames) is the steadier number on a shared machine: it counts the work done, not
 an interpreter with the ``fer`` package (not a dependency; install it in its own venv, see
 ``peer_fer.py``): fer's ``Video.analyze`` on the same video runs in turn with fer-batch, best of
 ``--repeat``, and every row gets its ratio to it (``--fer-fps``: a rate measured elsewhere instead).
+
+Given a folder, every image in it is a frame: ``python benchmarks/video_fps.py ../shared/data/fer2013/val
+--detectors none --models fast`` is the crop rate of issue #17, and fer's side is ``peer_fer.py crops``
+on all of the folder's images (its ``detect_emotions`` loop on each crop whole; in run: that loop, after
+TensorFlow is imported and ``FER()`` is built).
 """
 from __future__ import annotations
 
@@ -52,26 +58,32 @@ def timed(command: list[str]) -> dict:
 
 
 def frames_in(results: Path) -> int:
+    """Video frames in the results, or images (a folder's)."""
     from fer_export.batch.results import read_results
 
-    return int(read_results(results)["frame"].nunique())
+    df = read_results(results)
+    return int(df["frame"].nunique()) if (df["kind"] == "video").any() else int(df["source"].nunique())
 
 
 def run_seconds(log: str) -> float:
-    """The seconds fer-batch reports for its run (``... faces in 12.3 s ...``)."""
-    found = re.search(r"faces in ([0-9.]+) s", log)
+    """The seconds fer-batch reports for its run (``N images/frames, ... faces in 12.3 s (R frames/s)``),
+    from its rate, which has more digits than the seconds."""
+    found = re.search(r"(\d+) images/frames, .* faces in ([0-9.]+) s \(([0-9.]+) frames/s\)", log)
     if not found:
         raise SystemExit(f"no run time in fer-batch's output:\n{log[-2000:]}")
-    return float(found.group(1))
+    frames, seconds, rate = int(found.group(1)), float(found.group(2)), float(found.group(3))
+    return frames / rate if rate > 0 else seconds
 
 
-def fer_command(python: str, video: Path) -> list[str]:
-    return [python, str(Path(__file__).with_name("peer_fer.py")), "video", str(video), "--repeat", "1"]
+def fer_command(python: str, path: Path) -> list[str]:
+    what = ["crops", str(path), "--limit", "0"] if path.is_dir() else ["video", str(path)]
+    return [python, str(Path(__file__).with_name("peer_fer.py")), *what, "--repeat", "1"]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("video", type=Path, nargs="?", default=DATA / "videos" / "fer_woman2.mp4")
+    ap.add_argument("video", type=Path, nargs="?", default=DATA / "videos" / "fer_woman2.mp4",
+                    help="a video, or a folder of face crops (each image a frame)")
     ap.add_argument("--detectors", nargs="+", default=["yunet", "haar"], choices=["yunet", "haar", "none"])
     ap.add_argument("--models", nargs="+", default=[None], metavar="accurate|fast|PATH",
                     help="fer-batch --model values to run (default: fer-batch's default)")
@@ -99,8 +111,8 @@ def main(argv=None) -> int:
             if proc.returncode:
                 raise SystemExit(f"fer failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
             fer = json.loads(proc.stdout.strip().splitlines()[-1])
-            fer_fps.append(fer["fps"])
-            fer_whole.append(fer["frames"] / wall)
+            fer_fps.append(fer["fps"] if "fps" in fer else fer["faces_per_s"])
+            fer_whole.append(fer.get("frames", fer.get("faces")) / wall)
     reference = max(fer_fps) if fer_fps else args.fer_fps
     reference_whole = max(fer_whole) if fer_whole else None
     rows = []
@@ -119,8 +131,8 @@ def main(argv=None) -> int:
         rows.append([m or "default", d, frames, round(fps, 1), round(in_run, 1), round(cpu_ms, 1),
                      ratio(fps, reference_whole), ratio(in_run, reference)])
     if fer_fps:
-        rows.append(["fer (Haar, tflite)", "haar", None, round(reference_whole, 1), round(reference, 1), None,
-                     1.0, 1.0])
+        name, detector = ("fer (tflite)", "none") if args.video.is_dir() else ("fer (Haar, tflite)", "haar")
+        rows.append([name, detector, None, round(reference_whole, 1), round(reference, 1), None, 1.0, 1.0])
     result["machine"] = machine
     print_report(machine, markdown_table(["model", "detector", "frames", "frames/s whole process", "frames/s in run",
                                           "cpu ms/frame", "x fer whole", "x fer in run"], rows), args.json, result)

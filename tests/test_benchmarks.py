@@ -212,3 +212,27 @@ def test_detectors_times_each_detector_on_the_same_pictures(tmp_path, videos, ph
     assert all(by["yunet (onnxruntime)", i]["faces"] == by["yunet (opencv)", i]["faces"] > 0
                for i in ("pyfeat_single_face.mp4", "photos/"))
     assert len(table_lines(res.stdout)) == 2 + len(runs)
+
+
+def test_video_fps_takes_a_folder_of_crops_and_times_fer_on_them(tmp_path, fer2013):
+    """A folder: every image is a frame, and fer's side is peer_fer.py's crop loop on all of them."""
+    crops = tmp_path / "crops"
+    for label in ("happy", "sad"):
+        (crops / label).mkdir(parents=True)
+        for p in sorted((fer2013 / "val" / label).glob("*.jpg"))[:5]:
+            (crops / label / p.name).write_bytes(p.read_bytes())
+    calls = tmp_path / "calls"
+    fake = tmp_path / "fer-python"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\necho '{{\"faces_per_s\": 50.0, \"faces\": 10}}'\n")
+    fake.chmod(0o755)
+    out = tmp_path / "crops.json"
+    res = script("video_fps.py", crops, "--detectors", "none", "--models", "fast", "--repeat", 1,
+                 "--fer-python", fake, "--json", out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text())
+    (row,) = result["runs"]
+    assert row["frames"] == 10 and result["fer_fps"] == 50.0
+    assert calls.read_text().split()[1:5] == ["crops", str(crops), "--limit", "0"]
+    lines = table_lines(res.stdout)
+    assert "fer (tflite)" in lines[3] and float(lines[2].split("|")[-2]) == pytest.approx(
+        row["best_in_run_frames_per_s"] / 50, abs=0.01)
