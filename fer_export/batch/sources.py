@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Iterator, Sequence
 
 import cv2
@@ -169,9 +169,7 @@ def _not_an_input(entry: os.DirEntry) -> str:
             return "broken or looping link" if entry.is_symlink() else "not a regular file"
     except OSError as exc:  # a symlink loop, a permission problem
         return "broken or looping link" if entry.is_symlink() else f"unreadable: {exc.strerror}"
-    name = entry.name
-    dot = name.rfind(".")
-    suffix = name[dot:].lower() if 0 < dot < len(name) - 1 else ""  # as Path.suffix
+    suffix = PurePath(entry.name).suffix.lower()
     if suffix not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
         return f"not an image or video type ({suffix or 'no extension'})"
     return ""
