@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -236,3 +237,27 @@ def test_video_fps_takes_a_folder_of_crops_and_times_fer_on_them(tmp_path, fer20
     lines = table_lines(res.stdout)
     assert "fer (tflite)" in lines[3] and float(lines[2].split("|")[-2]) == pytest.approx(
         row["best_in_run_frames_per_s"] / 50, abs=0.01)
+
+
+def test_robustness_degrades_the_same_crops_for_every_model(tmp_path, fer2013, exported):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import robustness
+
+    res = script("robustness.py", "--model", exported["onnx"], "fast", "--data", fer2013 / "val",
+                 "--limit-per-class", 3, "--json", tmp_path / "r.json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["images"] == 21 and [r["model"] for r in result["models"]] == [str(exported["onnx"]), "fast"]
+    for row in result["models"]:
+        assert set(result["degradations"]) <= set(row) and all(0 <= row[k] <= 1 for k in result["degradations"])
+    lines = table_lines(res.stdout)
+    assert len(lines) == 4 and lines[0].count("|") == len(result["degradations"]) + 2
+    # each degradation changes a crop the way it says, and keeps its size and type
+    img = (np.random.default_rng(0).random((48, 48)) * 255).astype(np.uint8)
+    for name, fn in robustness.DEGRADATIONS.items():
+        if fn is not None:
+            out = fn(img)
+            assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img), name
+    assert robustness.DEGRADATIONS["blur 1.0"](img).std() < robustness.DEGRADATIONS["blur 0.6"](img).std() < img.std()
+    bad = script("robustness.py", "--data", tmp_path / "missing")
+    assert bad.returncode == 2 and "missing" in bad.stderr

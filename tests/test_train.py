@@ -66,7 +66,7 @@ def test_seed_recipe_smoke(fer2013, tmp_path):
 def test_fast_recipe_smoke(fer2013, tmp_path):
     out = tmp_path / "fast"
     res = CliRunner().invoke(fer_train, ["--recipe", "fast", "--data", str(fer2013), "--out", str(out),
-                                         "--epochs", "2", "--mixup", "0.2", *TINY, "--img-size", str(BF16_SIZE)])
+                                         "--epochs", "2", "--mixup", "0.2", "--degrade", "0.5", *TINY, "--img-size", str(BF16_SIZE)])
     assert res.exit_code == 0, res.output
     assert "flip TTA" in res.output
     metrics = _check_run(out, 2, "resnet18", BF16_SIZE)
@@ -74,7 +74,6 @@ def test_fast_recipe_smoke(fer2013, tmp_path):
     assert len(list((out / "cache").glob("*.npy"))) == 2
 
 
-@pytest.mark.data
 def train_interrupted_at_epoch_2(monkeypatch, config):
     """``train(config)`` as if Ctrl-C came during epoch 2; the patch is undone afterwards."""
     real_run_epoch = train_mod.run_epoch
@@ -89,6 +88,7 @@ def train_interrupted_at_epoch_2(monkeypatch, config):
         return train(config, log=lambda s: None)
 
 
+@pytest.mark.data
 def test_interrupt_and_resume_continue_exactly(fer2013, tmp_path, monkeypatch):
     config = make_config("fast", data=str(fer2013), epochs=2, limit_per_class=5, img_size=BF16_SIZE, batch_size=16,
                          progress=False)  # 3 steps per epoch: the one-cycle position must carry over
@@ -104,6 +104,49 @@ def test_interrupt_and_resume_continue_exactly(fer2013, tmp_path, monkeypatch):
     for key in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr_fc"):
         assert [float(r[key]) for r in b] == pytest.approx([float(r[key]) for r in a], rel=1e-5), key
     assert resumed.metrics["best_val_acc"] == pytest.approx(straight.metrics["best_val_acc"])
+
+
+@pytest.mark.data
+def test_swa_averages_the_last_epochs_and_survives_resume(fer2013, tmp_path, monkeypatch):
+    config = make_config("fast", data=str(fer2013), epochs=3, swa=2, schedule="constant", lr=0.01, limit_per_class=5,
+                         img_size=BF16_SIZE, batch_size=16, progress=False)  # 3 steps per epoch
+    weights, real_run_epoch = {}, train_mod.run_epoch
+
+    def keep_weights(epoch, model, *args, **kwargs):
+        row = real_run_epoch(epoch, model, *args, **kwargs)
+        weights[epoch] = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+        return row
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "run_epoch", keep_weights)
+        straight = train(with_overrides(config, out=str(tmp_path / "straight")), log=lambda s: None)
+    assert [float(r["lr_fc"]) for r in _history(tmp_path / "straight")] == [0.01] * 3
+    averaged = read_checkpoint(tmp_path / "straight" / "swa_model.pth")
+    assert averaged["swa_epochs"] == [2, 3] and straight.metrics["swa_epochs"] == [2, 3]
+    assert 0 <= straight.metrics["swa_val_acc"] <= 1 and straight.metrics["swa_val_acc_tta"] is not None
+    state = averaged["model_state_dict"]
+    for name in ("conv1.weight", "layer3.0.conv1.weight", "fc.1.weight", "bn1.weight"):
+        assert torch.allclose(state[name], (weights[2][name] + weights[3][name]) / 2, atol=1e-6), name
+        assert not torch.allclose(state[name], weights[3][name]), name
+    # BatchNorm statistics come from one pass over the training images with the averaged weights
+    assert int(state["bn1.num_batches_tracked"]) == 3 and int(weights[3]["bn1.num_batches_tracked"]) == 9
+    assert not torch.allclose(state["bn1.running_mean"], (weights[2]["bn1.running_mean"] +
+                                                          weights[3]["bn1.running_mean"]) / 2)
+    model, spec = load_checkpoint(tmp_path / "straight" / "swa_model.pth")
+    assert model(torch.zeros(1, 1, BF16_SIZE, BF16_SIZE)).shape == (1, 7)
+
+    cut = train_interrupted_at_epoch_2(monkeypatch, with_overrides(config, out=str(tmp_path / "cut"), epochs=3))
+    assert cut.interrupted and not (tmp_path / "cut" / "swa_model.pth").exists()
+    with monkeypatch.context() as m:  # interrupted in epoch 3, after epoch 2 joined the average
+        m.setattr(train_mod, "run_epoch", lambda epoch, *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
+                  if epoch == 3 else real_run_epoch(epoch, *a, **k))
+        cut = train(resume_config(tmp_path / "cut"), log=lambda s: None)
+    assert cut.interrupted and read_checkpoint(tmp_path / "cut" / "last.pth")["swa_count"] == 1
+    resumed = train(resume_config(tmp_path / "cut"), log=lambda s: None)
+    again = read_checkpoint(tmp_path / "cut" / "swa_model.pth")["model_state_dict"]
+    for name, value in state.items():
+        assert torch.allclose(again[name].float(), value.float(), rtol=1e-4, atol=1e-5), name
+    assert resumed.metrics["swa_val_acc"] == pytest.approx(straight.metrics["swa_val_acc"])
 
 
 @pytest.mark.data
@@ -134,6 +177,11 @@ def test_cli_errors_exit_2(tmp_path):
     assert res.exit_code == 2 and "--data" in res.output
     res = runner.invoke(fer_train, ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--epochs", "0"])
     assert res.exit_code == 2 and "epochs must be at least 1" in res.output
+    res = runner.invoke(fer_train, ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--epochs", "2",
+                                    "--swa", "3"])
+    assert res.exit_code == 2 and "swa must be between 0 and epochs (2), got 3" in res.output
+    res = runner.invoke(fer_train, ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--degrade", "0.3"])
+    assert res.exit_code == 2 and "--aug tensor" in res.output
 
 
 def test_param_groups_follow_seed_multipliers():
@@ -157,6 +205,22 @@ def test_batch_augment_is_seeded_and_keeps_shape():
     c = BatchAugment()(x, spec, torch.Generator().manual_seed(2))
     assert a.shape == (8, 1, 32, 32) and a.dtype == torch.float32
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_degrade_resamples_only_the_chosen_faces_and_removes_detail():
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 48, 48)
+    out = BatchAugment(degrade=0.5).resample(x, torch.Generator().manual_seed(3))
+    changed = (out - x).abs().flatten(1).amax(1) > 1e-6
+    assert 16 < int(changed.sum()) < 48  # about half, drawn per face
+    assert torch.equal(out[~changed], x[~changed])
+    # random pixels are all fine detail: resampling down and up again removes most of their variance
+    assert out[changed].var() < 0.6 * x[changed].var()
+    assert torch.allclose(out[changed].mean(), x[changed].mean(), atol=0.01)
+    assert torch.equal(BatchAugment(degrade=0.0)(x[:, 0].mul(255).byte(), SEED_SPEC.replace(input_size=[48, 48]),
+                                                 torch.Generator().manual_seed(1)),
+                       BatchAugment()(x[:, 0].mul(255).byte(), SEED_SPEC.replace(input_size=[48, 48]),
+                                      torch.Generator().manual_seed(1)))
 
 
 

@@ -53,17 +53,38 @@ def _uniform(n: int, low: float, high: float, g: torch.Generator, device) -> tor
 
 @dataclass(frozen=True, kw_only=True)
 class BatchAugment:
-    """Flip + per-sample affine (one ``grid_sample``) on [0, 1] images, then random erasing."""
+    """Flip + per-sample affine (one ``grid_sample``) on [0, 1] images, then random erasing; with
+    ``degrade``, first a loss of resolution on some samples (see :meth:`resample`)."""
 
     rotation: float = 15.0  # max rotation, degrees either way
     scale: tuple[float, float] = (0.85, 1.15)  # zoom range
     translate: float = 0.10  # max shift, fraction of the image size either way
     flip: float = 0.5  # probability of a horizontal flip
     erase: float = 0.5  # probability of erasing one rectangle (area 2-33 %, aspect 0.3-3.3)
+    degrade: float = 0.0  # probability of a sample losing resolution (resampled down and up again)
+    degrade_scale: tuple[float, float] = (0.35, 0.8)  # the size it is resampled to, fraction of the input's
 
     def __call__(self, x: torch.Tensor, spec: ModelSpec, g: torch.Generator) -> torch.Tensor:
         """uint8 (N, H, W) -> augmented, normalised float (N, C, H, W)."""
-        return self.random_erase(standardize(self.affine(to_unit(x), g), spec), g)
+        x = to_unit(x)
+        if self.degrade > 0:
+            x = self.resample(x, g)
+        return self.random_erase(standardize(self.affine(x, g), spec), g)
+
+    def resample(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Each sample with probability ``degrade`` scaled down (antialiased) to a random fraction of its
+        size in ``degrade_scale`` (one per batch) and back up (bilinear), as a face found small, or
+        resampled on its way from a picture to the crop, reaches the network. FER2013's crops are 48 px
+        upsampled to the input size, so the low end loses detail the crops have, the high end only
+        blurs it."""
+        n, _, h, w = x.shape
+        dev = x.device
+        on = torch.rand(n, generator=g, device=dev) < self.degrade
+        f = float(_uniform(1, *self.degrade_scale, g, dev))
+        small = F.interpolate(x, size=(max(1, round(h * f)), max(1, round(w * f))), mode="bilinear",
+                              antialias=True, align_corners=False)
+        back = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        return torch.where(on.view(n, 1, 1, 1), back, x)
 
     def affine(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         n, dev = x.shape[0], x.device

@@ -14,7 +14,8 @@ EXIT_INTERRUPTED = 130
 
 HELP = """Train a facial-emotion ResNet18 on DATA/train, validating on DATA/val (Kaggle layout:
 DATA/<split>/<emotion>/*.jpg). RUN_DIR receives best_model.pth, last.pth, history.csv,
-training_history.png, confusion_matrix.png, classification_report.txt and metrics.json.
+training_history.png, confusion_matrix.png, classification_report.txt and metrics.json
+(and swa_model.pth with --swa).
 
 \b
 Recipes (every option below overrides the recipe's value):
@@ -39,6 +40,12 @@ Distillation: --teacher FILE adds (alpha) T^2 KL(teacher/T || student/T) to (1 -
 the hard-label loss; FILE is a model (.onnx, .pth, .pt) run once over the un-augmented training
 images, or their precomputed logits (.npz from `python -m training.teacher`, which also averages
 several teachers into one, or a .npy in training-item order). The logits are cached in RUN_DIR/cache.
+
+\b
+Weight averaging: --swa N averages the weights of the last N epochs and recomputes the average's
+BatchNorm statistics over the training images at the end (swa_model.pth; the report, confusion
+matrix and metrics are then the average's). Usually with --schedule constant, e.g. to refine a run:
+  fer-train --recipe fast --weights RUN/last.pth --schedule constant --lr 0.01 --epochs 12 --swa 12
 
 \b
 Ctrl-C stops after keeping the last completed epoch; continue with --resume RUN_DIR
@@ -79,6 +86,9 @@ error, 130 interrupted.
               help=f"Weight of the distillation term, 0-1 [default: {Recipe.kd_alpha}].")
 @click.option("--kd-temperature", type=float,
               help=f"Softmax temperature of the distillation term [default: {Recipe.kd_temperature}].")
+@click.option("--degrade", type=float,
+              help="Probability of a training face losing resolution (aug tensor; 0 = off).")
+@click.option("--swa", type=int, help="Average the weights of the last N epochs (0 = off).")
 @click.option("--limit-per-class", type=int, help="Seeded sample of at most N images per class (train and val).")
 @click.option("--workers", type=int, help="DataLoader workers for --aug seed [default: 2].")
 @click.option("--seed", type=int, help="Random seed [default: 0].")
@@ -104,6 +114,11 @@ def main(data, out, resume_dir, recipe, **options):
         m = result.metrics
         tta = f" (flip TTA {m['best_val_acc_tta']:.2%})" if m.get("best_val_acc_tta") is not None else ""
         click.echo(f"best epoch {m['best_epoch']}: val acc {m['best_val_acc']:.2%}{tta} -> {result.run_dir}")
+        if "swa_val_acc" in m:
+            tta = f" (flip TTA {m['swa_val_acc_tta']:.2%})" if m.get("swa_val_acc_tta") is not None else ""
+            first, last = m["swa_epochs"]
+            click.echo(f"average of epochs {first}-{last}: val acc {m['swa_val_acc']:.2%}{tta} -> "
+                       f"{result.run_dir / 'swa_model.pth'}")
     if result.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(EXIT_OK if result.metrics else EXIT_FAILED)

@@ -8,6 +8,10 @@ Weights rule: no recipe downloads anything by default (``weights="none"``). ``--
 is opt-in; ``freeze="auto"`` then means the seed's freezing (``seed``), and with random or
 checkpoint weights it means ``none`` (freezing randomly initialised layers makes no sense).
 
+Weight averaging: with ``swa = N`` the weights at the end of each of the last N epochs are averaged
+(Izmailov et al. 2018, usually with a ``constant`` learning rate over those epochs), and the average's
+BatchNorm statistics are recomputed over the training data when the run ends.
+
 Distillation: with ``teacher`` set, the training loss is ``(1 - kd_alpha) * CE + kd_alpha * T^2 *
 KL(softmax(teacher / T) || softmax(student / T))`` with ``T = kd_temperature`` (see
 :mod:`training.teacher` for what a teacher may be); ``kd_*`` have no effect without a teacher.
@@ -24,7 +28,7 @@ AUGS = ("seed", "tensor")
 TEACHER_MODELS = (".onnx", ".pth", ".pt")  # teacher files that are models (run over the training images)
 TEACHER_LOGITS = (".npz", ".npy")  # teacher files that hold precomputed logits
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("plateau", "onecycle", "cosine")
+SCHEDULES = ("plateau", "onecycle", "cosine", "constant")
 LAYER_LRS = ("seed", "uniform")
 FREEZES = ("auto", "seed", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -43,7 +47,7 @@ class Recipe:
     lr: float = 1e-3  # base learning rate (the fc group's; peak lr for onecycle)
     layer_lrs: str = "seed"  # "seed": stem/bn1/layer1/layer2 x0.1, layer3 x0.3, layer4 x0.5, fc x1; "uniform"
     weight_decay: float = 0.01  # decoupled (adamw) or L2 (sgd) weight decay
-    schedule: str = "plateau"  # "plateau" (ReduceLROnPlateau on val loss, factor 0.5, patience 2), "onecycle", "cosine"
+    schedule: str = "plateau"  # "plateau" (ReduceLROnPlateau on val loss, factor 0.5, patience 2), "onecycle", "cosine", "constant"
     epochs: int = 30  # total epochs of the run (onecycle/cosine plan their schedule for this many)
     batch_size: int = 64  # images per training step
     grad_clip: float = 1.0  # max gradient norm (0 = no clipping)
@@ -54,6 +58,8 @@ class Recipe:
     tta: bool = False  # also report horizontal-flip test-time-augmented val accuracy
     kd_alpha: float = 0.5  # weight of the distillation term (0 = hard labels only, 1 = teacher only); needs a teacher
     kd_temperature: float = 4.0  # softmax temperature T of teacher and student in the distillation term
+    degrade: float = 0.0  # aug "tensor": probability of a training face losing resolution (down- and upsampled)
+    swa: int = 0  # average the weights of the last N epochs (stochastic weight averaging); 0 = off
 
 
 #: The seed recipe (ImageNet fine-tuning at 224 px when run with --weights imagenet).
@@ -141,6 +147,12 @@ def _problems(c: TrainConfig) -> list[str]:
     if c.teacher is not None and not str(c.teacher).lower().endswith(TEACHER_MODELS + TEACHER_LOGITS):
         p.append(f"teacher must be a model ({', '.join(TEACHER_MODELS)}) or logits file ({', '.join(TEACHER_LOGITS)}), "
                  f"got {c.teacher!r}")
+    if not 0 <= c.degrade <= 1:
+        p.append(f"degrade must be in [0, 1], got {c.degrade}")
+    elif c.degrade and c.aug != "tensor":
+        p.append("degrade is part of the tensor augmentation; use it with --aug tensor (the fast recipe)")
+    if not 0 <= c.swa <= c.epochs:
+        p.append(f"swa must be between 0 and epochs ({c.epochs}), got {c.swa}")
     if c.limit_per_class is not None and c.limit_per_class < 1:
         p.append(f"limit_per_class must be at least 1, got {c.limit_per_class}")
     return p

@@ -166,7 +166,7 @@ def load_data(config: TrainConfig, spec: ModelSpec, device, run_dir: Path, items
     cache = cache_dir(run_dir)
     decoded = [decode_items(items, spec.input_size, spec.resize, cache, name, config.progress)
                for items, name in ((train_items, "train"), (val_items, "val"))]
-    train = TensorLoader(*decoded[0], spec, config.batch_size, device, config.seed, augment=BatchAugment(),
-                         teacher=teacher)
+    train = TensorLoader(*decoded[0], spec, config.batch_size, device, config.seed,
+                         augment=BatchAugment(degrade=config.degrade), teacher=teacher)
     val = TensorLoader(*decoded[1], spec, config.batch_size, device)
     return train, val, val_items

@@ -42,13 +42,15 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """``plateau`` steps once per epoch on val loss; ``onecycle`` and ``cosine`` step every batch."""
+    """``plateau`` steps once per epoch on val loss; ``onecycle``, ``cosine`` and ``constant`` step every batch."""
     total = config.epochs * steps_per_epoch
     if config.schedule == "onecycle":
         max_lrs = [g["lr"] for g in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total, pct_start=0.2)
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2)
 
 
@@ -119,6 +121,34 @@ def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, conf
     seconds = time.perf_counter() - start
     return {"loss": total_loss / seen, "acc": correct / seen, "images": seen, "seconds": seconds,
             "images_per_s": seen / seconds}
+
+
+def average_weights(average: dict | None, model: nn.Module, count: int) -> dict:
+    """The running mean of ``model``'s floating-point state (fp32, CPU) after ``count`` earlier ones."""
+    state = {k: v.detach().to("cpu", torch.float32, copy=True) for k, v in model.state_dict().items()
+             if v.is_floating_point()}
+    if average is None or count == 0:
+        return state
+    for k, v in state.items():
+        average[k] += (v - average[k]) / (count + 1)
+    return average
+
+
+@torch.no_grad()
+def update_batchnorm(model: nn.Module, loader, device, config: TrainConfig) -> None:
+    """Recompute every BatchNorm's running mean and variance as plain averages over one pass of
+    ``loader`` in train mode (averaged weights need their own statistics; Izmailov et al. 2018)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    for x, *_ in tqdm(loader, desc="batchnorm", leave=False, disable=not config.progress, unit="batch"):
+        with autocast(device, config.bf16):
+            model(prepare(x, config.channels_last))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
 
 
 @torch.inference_mode()

@@ -2,7 +2,8 @@
 
 RUN_DIR receives ``best_model.pth`` (seed layout + spec, epoch, metrics), ``last.pth`` (everything
 ``--resume`` needs), ``history.csv``, ``training_history.png``, ``confusion_matrix.png``,
-``classification_report.txt`` and ``metrics.json``; ``cache/`` holds decoded pixels for
+``classification_report.txt`` and ``metrics.json`` (and ``swa_model.pth``, the averaged weights, with
+``swa``: the report, confusion matrix and metrics are then the average's); ``cache/`` holds decoded pixels for
 ``aug="tensor"`` and a teacher's logits (see :mod:`training.teacher`). Randomness is reseeded from
 ``(seed, epoch)`` at every epoch start, so a resumed run continues exactly as an uninterrupted one
 would, without saving generator states.
@@ -29,7 +30,7 @@ from .data import epoch_seed, load_data, load_items
 from .plots import plot_confusion, plot_history, write_history_csv
 from .teacher import soft_targets
 
-LAST, BEST = "last.pth", "best_model.pth"
+LAST, BEST, SWA = "last.pth", "best_model.pth", "swa_model.pth"
 
 
 @dataclass
@@ -141,11 +142,13 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
                                                     teacher.logits if teacher else None)
     optimizer = engine.build_optimizer(model, config)
     scheduler = engine.build_scheduler(optimizer, config, len(train_loader))
-    state = {"history": [], "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0}
+    state = {"history": [], "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0, "swa_count": 0}
+    average = None
     if resumed is not None:
         optimizer.load_state_dict(resumed["optimizer_state_dict"])
         scheduler.load_state_dict(resumed["scheduler_state_dict"])
-        state = {k: resumed[k] for k in state}
+        state = {k: resumed.get(k, v) for k, v in state.items()}
+        average = resumed.get("swa_state_dict")
         log(f"resuming {run_dir} after epoch {resumed['epoch']}/{config.epochs}")
     log(f"training {spec.arch} at {spec.input_size[0]}x{spec.input_size[1]} on {device}: "
         f"{train_loader.num_images} train / {len(val_items)} val images, recipe {config.recipe}, aug {config.aug}, "
@@ -161,10 +164,14 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
             if row["val_acc"] > state["best_acc"]:
                 state.update(best_acc=row["val_acc"], best_epoch=epoch)
                 save_checkpoint(run_dir / BEST, model, spec, epoch=epoch, metrics=row)
+            if epoch > config.epochs - config.swa:
+                average = engine.average_weights(average, model, state["swa_count"])
+                state["swa_count"] += 1
             save_checkpoint(run_dir / LAST, model, spec, epoch=epoch, config=config.to_dict(),
                             optimizer_state_dict=optimizer.state_dict(),
                             scheduler_state_dict=scheduler.state_dict(), **state,
-                            **({"teacher_sha256": teacher.sha256} if teacher else {}))
+                            **({"teacher_sha256": teacher.sha256} if teacher else {}),
+                            **({"swa_state_dict": average} if average is not None else {}))
             write_history_csv(state["history"], run_dir / "history.csv")
             log(format_row(row, config.epochs))
     except KeyboardInterrupt:
@@ -173,26 +180,54 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
             f"continue with: fer-train --resume {run_dir}")
     if not state["history"]:
         return TrainResult(run_dir, interrupted=interrupted)
+    if average is not None and not interrupted and len(state["history"]) == config.epochs:
+        save_average(run_dir, model, spec, average, train_loader, device, config, state, log)
     metrics = finish(run_dir, model, spec, config, val_loader, val_items, device, state)
     metrics["interrupted"] = interrupted
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return TrainResult(run_dir, metrics, interrupted)
 
 
+def save_average(run_dir: Path, model, spec: ModelSpec, average: dict, train_loader, device, config: TrainConfig,
+                 state: dict, log: Callable[[str], None]) -> Path:
+    """Load the averaged weights into ``model``, recompute its BatchNorm statistics over the training
+    images (augmented as in training, seeded after the last epoch) and write ``swa_model.pth``."""
+    model.load_state_dict({**model.state_dict(), **average})
+    train_loader.set_epoch(config.epochs + 1)
+    torch.manual_seed(epoch_seed(config.seed, config.epochs + 1))
+    engine.update_batchnorm(model, train_loader, device, config)
+    first = config.epochs - state["swa_count"] + 1
+    log(f"averaged the weights of epochs {first}-{config.epochs} and recomputed BatchNorm: {run_dir / SWA}")
+    return save_checkpoint(run_dir / SWA, model, spec, epoch=config.epochs, swa_epochs=[first, config.epochs])
+
+
 def finish(run_dir: Path, model, spec: ModelSpec, config: TrainConfig, val_loader, val_items, device,
            state: dict) -> dict:
-    """Evaluate the best checkpoint and write plots, the classification report; return the metrics."""
-    model.load_state_dict(read_checkpoint(run_dir / BEST)["model_state_dict"])
-    val = engine.evaluate(model, nn.CrossEntropyLoss(), val_loader, device, config, desc="best")
+    """Evaluate the run's model (the weight average with ``swa``, else the best checkpoint), write the
+    plots and the classification report; return the metrics."""
+    averaged = config.swa > 0 and (run_dir / SWA).exists()
+    best = {}
+    if averaged:  # the best single epoch, for comparison
+        model.load_state_dict(read_checkpoint(run_dir / BEST)["model_state_dict"])
+        val = engine.evaluate(model, nn.CrossEntropyLoss(), val_loader, device, config, desc="best")
+        best = {"best_val_acc": val["acc"], "best_val_acc_tta": val.get("acc_tta"), "best_val_loss": val["loss"]}
+    final = run_dir / (SWA if averaged else BEST)
+    model.load_state_dict(read_checkpoint(final)["model_state_dict"])
+    val = engine.evaluate(model, nn.CrossEntropyLoss(), val_loader, device, config, desc=final.stem)
     result = EvalResult(labels=spec.labels, y_true=val["y_true"], probs=val["probs"],
-                        paths=[str(p) for p, _ in val_items], model=str(run_dir / BEST), format="checkpoint")
+                        paths=[str(p) for p, _ in val_items], model=str(final), format="checkpoint")
     (run_dir / "classification_report.txt").write_text(result.classification_report())
+    what = (f"average of epochs {config.epochs - state['swa_count'] + 1}-{config.epochs}" if averaged
+            else f"epoch {state['best_epoch']}")
     plot_confusion(result.confusion, spec.labels, run_dir / "confusion_matrix.png",
-                   title=f"{run_dir.name}: epoch {state['best_epoch']}, val acc {result.accuracy:.2%}")
+                   title=f"{run_dir.name}: {what}, val acc {result.accuracy:.2%}")
     plot_history(state["history"], run_dir / "training_history.png")
     history = state["history"]
-    return {"best_epoch": state["best_epoch"], "best_val_acc": result.accuracy,
-            "best_val_acc_tta": val.get("acc_tta"), "best_val_loss": val["loss"],
+    ours = {"val_acc": result.accuracy, "val_acc_tta": val.get("acc_tta"), "val_loss": val["loss"]}
+    return {"best_epoch": state["best_epoch"],
+            **({f"best_{k}": v for k, v in ours.items()} if not averaged else
+               {**best, "swa_epochs": [config.epochs - state["swa_count"] + 1, config.epochs],
+                **{f"swa_{k}": v for k, v in ours.items()}}),
             "epochs_completed": len(history), "per_class": result.per_class(),
             "confusion_matrix": result.confusion.tolist(),
             "throughput": {"train_images_per_s": sum(r["train_images_per_s"] for r in history) / len(history),

@@ -1,0 +1,123 @@
+"""Accuracy under image degradation: the same labelled face crops, as they are and degraded the ways
+faces in real pictures and video frames differ from FER2013's crops (blur, lower resolution, JPEG).
+
+    python benchmarks/robustness.py [--model accurate fast M.onnx ...] [--data DIR] [--limit-per-class N]
+                                    [--json out.json]
+
+``--data`` is a labelled folder in FER2013's Kaggle layout (``<emotion>/*.jpg``; default PublicTest).
+Each crop is degraded in uint8 before the model's own preprocessing (read from the model file):
+
+- ``blur S``: Gaussian blur of standard deviation S px (of the 48 px crop);
+- ``N px``: area-averaged down to N x N, then bilinear back up to the crop's size (a face found that
+  small in a picture or frame);
+- ``jpeg Q``: re-encoded as JPEG at quality Q.
+
+Prints accuracy per model and degradation and the drop from the clean crops. Runs on the CPU with
+onnxruntime; nothing is timed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import markdown_table, write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "fer2013" / "val"
+BATCH = 256
+
+
+def blur(sigma: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda img: cv2.GaussianBlur(img, (0, 0), sigma)
+
+
+def lower_resolution(side: int) -> Callable[[np.ndarray], np.ndarray]:
+    def degrade(img: np.ndarray) -> np.ndarray:
+        h, w = img.shape
+        small = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return degrade
+
+
+def jpeg(quality: int) -> Callable[[np.ndarray], np.ndarray]:
+    def degrade(img: np.ndarray) -> np.ndarray:
+        ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    return degrade
+
+
+DEGRADATIONS: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
+    "clean": None, "blur 0.6": blur(0.6), "blur 1.0": blur(1.0), "32 px": lower_resolution(32),
+    "24 px": lower_resolution(24), "jpeg 30": jpeg(30),
+}
+
+
+def accuracy(classifier, images: list[np.ndarray], y: np.ndarray) -> float:
+    pred = np.concatenate([classifier.predict(images[i:i + BATCH]).argmax(1) for i in range(0, len(images), BATCH)])
+    return float(np.mean(pred == y))
+
+
+def measure(models: list[str], data: Path, limit_per_class: int | None = None) -> dict:
+    from fer_export.folders import labelled_images
+    from fer_export.preprocess import read_gray
+    from fer_export.runtime import EmotionClassifier, resolve_model
+
+    rows, images, labels = [], None, None
+    for name in models:
+        path = resolve_model(name, "cpu")
+        classifier = EmotionClassifier(path, provider="cpu")
+        if labels is None:
+            labels = classifier.labels
+            items = labelled_images(data, labels, limit_per_class)
+            if not items:
+                raise SystemExit(f"{data}: no labelled images (<emotion>/*.jpg); pass --data")
+            images = [read_gray(p) for p, _ in items]
+            y = np.array([label for _, label in items])
+        elif classifier.labels != labels:
+            raise SystemExit(f"{path}: its labels {classifier.labels} differ from the first model's {labels}")
+        row = {"model": name, "file": str(path)}
+        for degradation, fn in DEGRADATIONS.items():
+            row[degradation] = accuracy(classifier, images if fn is None else [fn(i) for i in images], y)
+        rows.append(row)
+        print(f"{name}: " + ", ".join(f"{k} {row[k]:.2%}" for k in DEGRADATIONS), file=sys.stderr, flush=True)
+    return {"data": str(data), "images": len(images), "degradations": list(DEGRADATIONS), "models": rows}
+
+
+def table(result: dict) -> str:
+    names = result["degradations"]
+    headers = ["model", *(f"{n} %" if n == "clean" else f"{n} % (drop)" for n in names)]
+    body = []
+    for r in result["models"]:
+        cells = [f"{100 * r['clean']:.2f}"]
+        cells += [f"{100 * r[n]:.2f} ({100 * (r[n] - r['clean']):+.2f})" for n in names[1:]]
+        body.append([r["model"], *cells])
+    return markdown_table(headers, body)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", nargs="+", default=["accurate", "fast"],
+                    help="bundled model names (accurate, fast: the files the CPU runs) or ONNX files")
+    ap.add_argument("--data", type=Path, default=DATA, help="labelled folder: <emotion>/*.jpg")
+    ap.add_argument("--limit-per-class", type=int, help="at most N images per class (seeded sample)")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    args = ap.parse_args(argv)
+    if not args.data.is_dir():
+        ap.error(f"--data {args.data}: no such folder")
+    result = measure(args.model, args.data, args.limit_per_class)
+    print(f"{result['images']} crops of {result['data']}: accuracy as they are and degraded "
+          f"(drop in points from clean)\n")
+    print(table(result))
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
