@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from fer_export.errors import InputError
 from fer_export.model import load_checkpoint, read_checkpoint
 from fer_export.spec import SEED_SPEC
 from training import train as train_mod
@@ -132,6 +133,8 @@ def test_swa_averages_the_last_epochs_and_survives_resume(fer2013, tmp_path, mon
     assert int(state["bn1.num_batches_tracked"]) == 3 and int(weights[3]["bn1.num_batches_tracked"]) == 9
     assert not torch.allclose(state["bn1.running_mean"], (weights[2]["bn1.running_mean"] +
                                                           weights[3]["bn1.running_mean"]) / 2)
+    with pytest.raises(InputError, match="last 2 of 3 epochs"):
+        resume_config(tmp_path / "straight", epochs=4)
     model, spec = load_checkpoint(tmp_path / "straight" / "swa_model.pth")
     assert model(torch.zeros(1, 1, BF16_SIZE, BF16_SIZE)).shape == (1, 7)
 

@@ -75,6 +75,9 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     if config.schedule in planned and overrides.get("epochs") not in (None, config.epochs):
         raise InputError(f"the {config.schedule} schedule of {run_dir} was planned for {config.epochs} epochs; "
                          f"resume with the same --epochs (only the plateau schedule can be extended)")
+    if config.swa and overrides.get("epochs") not in (None, config.epochs):
+        raise InputError(f"{run_dir} averages the weights of its last {config.swa} of {config.epochs} epochs (--swa); "
+                         f"resume with the same --epochs")
     return with_overrides(config, **overrides)
 
 
