@@ -30,7 +30,6 @@ from common import markdown_table, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "fer2013" / "val"
-BATCH = 256
 
 
 def blur(sigma: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -47,7 +46,7 @@ def lower_resolution(side: int) -> Callable[[np.ndarray], np.ndarray]:
 
 def jpeg(quality: int) -> Callable[[np.ndarray], np.ndarray]:
     def degrade(img: np.ndarray) -> np.ndarray:
-        ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        _, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
         return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
     return degrade
 
@@ -59,8 +58,7 @@ DEGRADATIONS: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
 
 
 def accuracy(classifier, images: list[np.ndarray], y: np.ndarray) -> float:
-    pred = np.concatenate([classifier.predict(images[i:i + BATCH]).argmax(1) for i in range(0, len(images), BATCH)])
-    return float(np.mean(pred == y))
+    return float(np.mean(classifier.predict(images).argmax(1) == y))
 
 
 def measure(models: list[str], data: Path, limit_per_class: int | None = None) -> dict:

@@ -134,21 +134,12 @@ def average_weights(average: dict | None, model: nn.Module, count: int) -> dict:
     return average
 
 
-@torch.no_grad()
-def update_batchnorm(model: nn.Module, loader, device, config: TrainConfig) -> None:
-    """Recompute every BatchNorm's running mean and variance as plain averages over one pass of
-    ``loader`` in train mode (averaged weights need their own statistics; Izmailov et al. 2018)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    model.train()
-    for x, *_ in tqdm(loader, desc="batchnorm", leave=False, disable=not config.progress, unit="batch"):
-        with autocast(device, config.bf16):
-            model(prepare(x, config.channels_last))
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
+def update_batchnorm(model: nn.Module, loader, config: TrainConfig) -> None:
+    """Recompute every BatchNorm's running statistics as plain averages over one pass of ``loader`` in
+    train mode (averaged weights need their own; Izmailov et al. 2018), inputs prepared as in training."""
+    device = next(model.parameters()).device
+    with autocast(device, config.bf16):
+        torch.optim.swa_utils.update_bn((prepare(x, config.channels_last) for x, *_ in loader), model)
 
 
 @torch.inference_mode()

@@ -198,10 +198,22 @@ def save_average(run_dir: Path, model, spec: ModelSpec, average: dict, train_loa
     model.load_state_dict({**model.state_dict(), **average})
     train_loader.set_epoch(config.epochs + 1)
     torch.manual_seed(epoch_seed(config.seed, config.epochs + 1))
-    engine.update_batchnorm(model, train_loader, device, config)
+    engine.update_batchnorm(model, train_loader, config)
     first = config.epochs - state["swa_count"] + 1
     log(f"averaged the weights of epochs {first}-{config.epochs} and recomputed BatchNorm: {run_dir / SWA}")
     return save_checkpoint(run_dir / SWA, model, spec, epoch=config.epochs, swa_epochs=[first, config.epochs])
+
+
+def _evaluate_file(path: Path, model, val_loader, device, config: TrainConfig) -> tuple[dict, dict]:
+    """Load checkpoint ``path`` into ``model`` and evaluate it; returns ``(evaluation, checkpoint)``."""
+    saved = read_checkpoint(path)
+    model.load_state_dict(saved["model_state_dict"])
+    return engine.evaluate(model, nn.CrossEntropyLoss(), val_loader, device, config, desc=path.stem), saved
+
+
+def _scores(prefix: str, val: dict) -> dict:
+    return {f"{prefix}_val_acc": val["acc"], f"{prefix}_val_acc_tta": val.get("acc_tta"),
+            f"{prefix}_val_loss": val["loss"]}
 
 
 def finish(run_dir: Path, model, spec: ModelSpec, config: TrainConfig, val_loader, val_items, device,
@@ -209,28 +221,25 @@ def finish(run_dir: Path, model, spec: ModelSpec, config: TrainConfig, val_loade
     """Evaluate the run's model (the weight average with ``swa``, else the best checkpoint), write the
     plots and the classification report; return the metrics."""
     averaged = config.swa > 0 and (run_dir / SWA).exists()
-    best = {}
+    metrics = {"best_epoch": state["best_epoch"]}
     if averaged:  # the best single epoch, for comparison
-        model.load_state_dict(read_checkpoint(run_dir / BEST)["model_state_dict"])
-        val = engine.evaluate(model, nn.CrossEntropyLoss(), val_loader, device, config, desc="best")
-        best = {"best_val_acc": val["acc"], "best_val_acc_tta": val.get("acc_tta"), "best_val_loss": val["loss"]}
+        metrics.update(_scores("best", _evaluate_file(run_dir / BEST, model, val_loader, device, config)[0]))
     final = run_dir / (SWA if averaged else BEST)
-    model.load_state_dict(read_checkpoint(final)["model_state_dict"])
-    val = engine.evaluate(model, nn.CrossEntropyLoss(), val_loader, device, config, desc=final.stem)
+    val, saved = _evaluate_file(final, model, val_loader, device, config)
+    metrics.update(_scores("swa" if averaged else "best", val))
+    if averaged:
+        metrics["swa_epochs"] = saved["swa_epochs"]
+        what = "average of epochs {}-{}".format(*saved["swa_epochs"])
+    else:
+        what = f"epoch {state['best_epoch']}"
     result = EvalResult(labels=spec.labels, y_true=val["y_true"], probs=val["probs"],
                         paths=[str(p) for p, _ in val_items], model=str(final), format="checkpoint")
     (run_dir / "classification_report.txt").write_text(result.classification_report())
-    what = (f"average of epochs {config.epochs - state['swa_count'] + 1}-{config.epochs}" if averaged
-            else f"epoch {state['best_epoch']}")
     plot_confusion(result.confusion, spec.labels, run_dir / "confusion_matrix.png",
                    title=f"{run_dir.name}: {what}, val acc {result.accuracy:.2%}")
     plot_history(state["history"], run_dir / "training_history.png")
     history = state["history"]
-    ours = {"val_acc": result.accuracy, "val_acc_tta": val.get("acc_tta"), "val_loss": val["loss"]}
-    return {"best_epoch": state["best_epoch"],
-            **({f"best_{k}": v for k, v in ours.items()} if not averaged else
-               {**best, "swa_epochs": [config.epochs - state["swa_count"] + 1, config.epochs],
-                **{f"swa_{k}": v for k, v in ours.items()}}),
+    return {**metrics,
             "epochs_completed": len(history), "per_class": result.per_class(),
             "confusion_matrix": result.confusion.tolist(),
             "throughput": {"train_images_per_s": sum(r["train_images_per_s"] for r in history) / len(history),
