@@ -155,6 +155,55 @@ def test_a_picture_without_a_face_found_gets_a_second_look_enlarged(small_face, 
     assert len(again) == 1 and 900 < again[0].x < 900 + width and again[0].w >= 25
 
 
+class _OnlyMirrored(faces._Detector):
+    """A detector that finds a 40x40 "face" at (10, 20) only when the image's left quarter is white, and
+    records the width of each image it searched."""
+
+    name = "fake"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.widths = []
+
+    def _detect(self, image):
+        self.widths.append(image.shape[1])
+        if image[:, :image.shape[1] // 4].mean() < 200:
+            return []
+        return [((10.0, 20.0, 40.0, 40.0), 0.9, (20.0, 30.0, 40.0, 30.0, 30.0, 40.0, 22.0, 50.0, 38.0, 50.0))]
+
+
+def test_second_look_tries_enlarged_then_halfway_each_as_is_then_mirrored():
+    """Looks run in order until one finds a face; a face found mirrored comes back in the unmirrored
+    picture's pixels, its landmarks under their own names (the right eye stays the right eye)."""
+    picture = np.zeros((300, 400, 3), np.uint8)
+    picture[:, 300:] = 255  # white on the right: the fake finds its face only once the picture is mirrored
+    detector = _OnlyMirrored(look_again=3.0)
+    assert detector.second_looks(0.5) == [(1.5, False), (1.5, True), (1.0, False), (1.0, True)]
+    assert _OnlyMirrored(look_again=1.0).second_looks(0.5) == []
+    assert faces.second_looks(2.0, "haar") == [(2.0, False)]  # Haar: no score to keep false faces out
+    assert detector.detect(picture) == [] and detector.widths == [400]  # a video frame: one look
+    detector.widths.clear()
+    found = detector.detect(picture, still=True)
+    assert detector.widths == [400, 1200, 1200]  # 1x, 3x, 3x mirrored: found, no further look
+    # the fake's box (10, 20, 40, 40) in the mirrored 1200 px picture is (1150, 20, 40, 40) unmirrored, /3 in source px
+    assert [f.box for f in found] == [(383, 7, 14, 13)]  # corners rounded: 383.3 to 396.7, 6.7 to 20
+    marks = np.reshape(found[0].landmarks, (-1, 2))
+    np.testing.assert_allclose(marks, np.array([[1160, 30], [1180, 30], [1170, 40], [1162, 50], [1178, 50]]) / 3,
+                               atol=0.01)
+    assert marks[0, 0] < marks[1, 0] and marks[3, 0] < marks[4, 0]  # right eye/mouth corner on the image's left
+
+
+def test_a_face_found_mirrored_is_the_face_found_as_it_is(photos, yunet_model):
+    """YuNet on a mirrored photo, mapped back, gives the plain search's box and landmarks within a few
+    pixels, so a face found only mirrored is framed like any other."""
+    img = cv2.imread(str(photos / "fr_obama-480p.jpg"))
+    detector = open_detector("yunet", yunet_model)
+    (plain,), (mirrored,) = detector._found(img, 1.0, img.shape), detector._found(img, 1.0, img.shape, True)
+    side = max(plain.w, plain.h)
+    assert np.abs(np.subtract(plain.box, mirrored.box)).max() < 0.05 * side
+    assert np.abs(np.subtract(plain.landmarks, mirrored.landmarks)).max() < 0.05 * side
+
+
 def _iou(a, b):
     return iou(a.box, b.box)
 

@@ -202,6 +202,21 @@ def test_resume_with_other_settings_is_refused(tmp_path, folder, tiny_model, exp
     assert read_results(out).source.nunique() == 1
 
 
+def test_resume_of_a_run_whose_detector_looked_differently_is_refused(tmp_path, folder, tiny_model):
+    """A journal written before the second look also searched halfway and mirrored (no ``second_looks``
+    in its settings) found faces differently: resuming it is refused, naming the change."""
+    out = tmp_path / "r.csv"
+    assert batch(folder / "a.jpg", "--out", out, "--model", tiny_model).exit_code == 0
+    journal = journal_path(out)
+    head, *rest = journal.read_text().splitlines(keepends=True)
+    entry = json.loads(head)
+    assert entry["run"].pop("second_looks") == ["2x", "2x mirrored", "1.5x", "1.5x mirrored"]
+    journal.write_text(json.dumps(entry) + "\n" + "".join(rest))
+    res = batch(folder, "--out", out, "--resume", "--model", tiny_model)
+    assert res.exit_code == 2 and "second_looks None -> ['2x'" in res.output, res.output
+    assert read_results(out).source.nunique() == 1
+
+
 def test_resume_matches_inputs_however_they_are_spelled(tmp_path, folder, tiny_model, monkeypatch):
     out = tmp_path / "r.csv"
     monkeypatch.chdir(tmp_path)

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..preprocess import read_color, read_gray, to_gray
 from ..runtime import EmotionClassifier
 from .config import BatchConfig, WorkConfig
-from .faces import Face, open_detector
+from .faces import Face, open_detector, second_looks
 from .annotate import output_path
 from .results import (BatchReport, OutputError, ResultsWriter, columns, journal_path, lock_path, make_row,
                       source_status, summarize)
@@ -219,8 +219,10 @@ def run_settings(work: WorkConfig, models: dict) -> dict:
     detector = models["detector"]
     settings = {"model_sha256": _sha256(models["model"]), "detector": detector}
     if detector != "none":
+        looks = [f"{m:g}x{' mirrored' * mirrored}" for m, mirrored in second_looks(work.look_again, detector)]
         settings |= {"detector_sha256": _sha256(models["detector_path"]), "det_sizes": list(work.det_sizes),
-                     "look_again": work.look_again, "min_face": work.min_face, "max_faces": work.max_faces, "crop": work.crop}
+                     "look_again": work.look_again, "second_looks": looks, "min_face": work.min_face,
+                     "max_faces": work.max_faces, "crop": work.crop}
     if detector == "yunet":
         settings["det_threshold"] = work.det_threshold
     return settings | {"every_n": work.every_n or 1, "video_fps": work.video_fps}
