@@ -184,6 +184,35 @@ def test_int8_from_an_exported_onnx_file_is_gated_against_that_file(exported, fe
         assert refused.exit_code == EXIT_USAGE and "its int8 copy" in refused.output
 
 
+@pytest.mark.data
+def test_calib_tries_keeps_the_int8_copy_closest_to_fp32(exported, fer2013, tmp_path, monkeypatch):
+    """--calib-tries N: one int8 candidate per seeded calibration sample, compared with fp32 on other
+    calibration images; the file written is the candidate with the smallest KL (the same file that
+    calibrating on that sample alone gives), and the int8 file's record and the printed report say so."""
+    import shutil
+
+    from fer_export.export import quantize
+
+    monkeypatch.setattr(quantize, "CALIB_IMAGES", 16)
+    monkeypatch.setattr(quantize, "FIDELITY_IMAGES", 64)
+    monkeypatch.setattr(quantize, "images_per_second", lambda path, spec: 1.0)
+    fp32, val = tmp_path / "model.onnx", fer2013 / "val"
+    shutil.copy(exported["onnx"], fp32)
+    spec = open_artifact(fp32).spec
+    calibration = quantize.quantize_int8(fp32, tmp_path / "q.onnx", spec, val, seed=5, tries=3)
+    assert calibration.seeds == [5, 6, 7] and calibration.images == 64 and calibration.sample == 16
+    assert len(set(calibration.kl)) == 3 and calibration.kept == int(np.argmin(calibration.kl))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "q.onnx"]  # no candidate left behind
+    assert quantize.quantize_int8(fp32, tmp_path / "alone.onnx", spec, val, seed=calibration.seeds[calibration.kept]) is None
+    x = np.random.default_rng(0).normal(size=(8, spec.channels, *spec.input_size)).astype(np.float32)
+    np.testing.assert_array_equal(quantize.logits(tmp_path / "q.onnx", x), quantize.logits(tmp_path / "alone.onnx", x))
+
+    result = cli("onnx", fp32, "--int8", "--calib", val, "--calib-tries", 2, "--eval-limit", 4, "--accept-drop")
+    assert result.exit_code == 0 and "calibration: kept sample" in result.output, result.output
+    judged = json.loads(open_artifact(tmp_path / "model.int8.onnx").metadata[META_PARITY])["judged"][0]
+    assert judged["calibration"]["seeds"] == [0, 1] and judged["calibration"]["images"] == 64
+
+
 def test_accept_drop_keeps_int8():
     from fer_export.export.quantize import PrecisionReport, Variant
 

@@ -82,6 +82,9 @@ def main():
 @click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx: static QDQ int8, calibrated on --calib.")
 @click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of real face images to calibrate int8 on (256 are sampled).")
+@click.option("--calib-tries", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Calibrate int8 on this many samples of --calib and keep the copy whose probabilities are "
+                   "closest to fp32's on 256 other --calib images (MinMax calibration is sensitive to its sample).")
 @click.option("--eval-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Labelled folder (<emotion>/*.jpg) to judge int8 accuracy on. Default: --calib.")
 @click.option("--eval-limit", type=int, help="Use at most this many images per class of --eval-data.")
@@ -91,8 +94,8 @@ def main():
 @_data
 @_json
 @library_errors
-def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, eval_data, eval_limit, max_drop,
-         accept_drop, tta, data, json_out):
+def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, calib_tries, eval_data, eval_limit,
+         max_drop, accept_drop, tta, data, json_out):
     from ..export import export, export_int8
 
     if int8 and not calib:
@@ -101,7 +104,7 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, eval
         graph_options = tta != "none" or batch != "dynamic" or opset != 18  # these need a checkpoint
         if int8 and not (with_preprocessing or output or graph_options):
             _finish([_run(export_int8, None, checkpoint, calib, eval_data=eval_data, data=data, max_drop_pp=max_drop,
-                          accept_drop=accept_drop, limit_per_class=eval_limit)], json_out)
+                          accept_drop=accept_drop, limit_per_class=eval_limit, calib_tries=calib_tries)], json_out)
             return
         _embed(checkpoint, output, with_preprocessing, int8 or graph_options, data, json_out)
         return
@@ -111,7 +114,8 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, eval
                     with_preprocessing=with_preprocessing)]
     if int8 and results[0].passed:
         results.append(_run(export_int8, checkpoint, results[0].path, calib, eval_data=eval_data, data=data,
-                            max_drop_pp=max_drop, accept_drop=accept_drop, limit_per_class=eval_limit))
+                            max_drop_pp=max_drop, accept_drop=accept_drop, limit_per_class=eval_limit,
+                            calib_tries=calib_tries))
     _finish(results, json_out)
 
 

@@ -185,10 +185,11 @@ def int8_problems(source: Artifact) -> list[str]:
 
 def export_int8(checkpoint: str | Path | None, fp32: str | Path, calib: str | Path, *,
                 eval_data: str | Path | None = None, data: str | Path | None = None, max_drop_pp: float | None = None,
-                accept_drop: bool = False, limit_per_class: int | None = None) -> ExportResult:
+                accept_drop: bool = False, limit_per_class: int | None = None, calib_tries: int = 1) -> ExportResult:
     """Quantise the fp32 ONNX export of ``checkpoint`` to ``NAME.int8.onnx`` and judge it.
 
-    Calibrates on images from ``calib``; accuracy is measured on ``eval_data`` (default: ``calib``,
+    Calibrates on images from ``calib`` (``calib_tries`` > 1: on that many samples, keeping the copy
+    closest to fp32, see :func:`~.quantize.quantize_int8`); accuracy is measured on ``eval_data`` (default: ``calib``,
     which must then be labelled). Raises :class:`ParityError` when its parity or accuracy fails.
     ``checkpoint=None``: the fp32 file is the reference (it passed its own parity check against
     PyTorch when it was exported), for an exported model whose checkpoint is not at hand; the int8
@@ -211,14 +212,16 @@ def export_int8(checkpoint: str | Path | None, fp32: str | Path, calib: str | Pa
     tmp = sibling(final, "tmp")
     metadata = build_metadata(spec, source_sha256, precision="int8", tta=tta)
     try:
-        quantize_int8(fp32, tmp, spec, calib)
+        calibration = quantize_int8(fp32, tmp, spec, calib, tries=calib_tries)
         FORMATS["onnx"].stamp(tmp, metadata)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
     def accuracy(path: Path):
-        return judge(fp32, path, spec, eval_data or calib, accept_drop=accept_drop, limit_per_class=limit_per_class,
-                     max_drop_pp=MAX_ACCURACY_DROP_PP if max_drop_pp is None else max_drop_pp)
+        report = judge(fp32, path, spec, eval_data or calib, accept_drop=accept_drop, limit_per_class=limit_per_class,
+                       max_drop_pp=MAX_ACCURACY_DROP_PP if max_drop_pp is None else max_drop_pp)
+        report.calibration = calibration
+        return report
 
     return publish("onnx", tmp, final, metadata, model, spec, data or calib, (accuracy,))

@@ -14,6 +14,7 @@ PyTorch is checked with the looser :data:`fer_export.parity.INT8` tolerance.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,18 +30,57 @@ from ..spec import ModelSpec
 MAX_ACCURACY_DROP_PP = 1.0
 CALIB_IMAGES = 256  # images sampled from --calib for calibration
 CALIB_BATCH = 32
+#: With ``tries`` > 1, the candidates are compared on this many other images of the calibration folder.
+FIDELITY_IMAGES = 256
+FIDELITY_SEED = 1_000_003  # seeds the sample of those images (calibration samples use seed, seed + 1, ...)
 SPEED_BATCH = 32  # batch size of the images/s measurement
 SPEED_THREADS = 2  # onnxruntime intra-op threads for the images/s measurement
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]  # the softmax stays in float
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, spec: ModelSpec, calib: str | Path,
-                  calib_images: int | None = None, seed: int = 0) -> None:
-    """Write a static QDQ int8 copy of the fp32 ONNX model at ``fp32_path``, calibrated on ``calib``."""
+                  calib_images: int | None = None, seed: int = 0, tries: int = 1) -> Calibration | None:
+    """Write a static QDQ int8 copy of the fp32 ONNX model at ``fp32_path``, calibrated on ``calib``.
+
+    MinMax calibration takes each activation's range from the sample it sees, so one unusual image in
+    it can cost precision everywhere (on the bundled model, 256-image samples gave copies that agreed
+    with fp32 on 98.5-99.4 % of other training faces). With ``tries`` > 1, ``tries`` seeded samples
+    are each calibrated on and the copy kept is the one whose probabilities are closest to fp32's
+    (mean KL divergence) on :data:`FIDELITY_IMAGES` other images of ``calib``: a choice made on the
+    calibration folder, never on the data that judges accuracy. Returns that comparison, or None."""
+    n = calib_images or CALIB_IMAGES
+    seeds = list(range(seed, seed + max(1, tries)))
+    samples = [sample_images(calib, n, s) for s in seeds]
+    if len(seeds) == 1:
+        _quantize(fp32_path, out_path, spec, samples[0])
+        return None
+    used = set().union(*samples)
+    held = [p for p in sample_images(calib, FIDELITY_IMAGES + len(used), FIDELITY_SEED) if p not in used]
+    if not held:
+        raise InputError(f"{calib}: no images left besides the {len(used)} calibration images to compare the "
+                         f"{len(seeds)} int8 candidates on; give a larger --calib folder or fewer --calib-tries")
+    x = preprocess([read_gray(p) for p in held[:FIDELITY_IMAGES]], spec)
+    reference = _log_softmax(logits(fp32_path, x))
+    paths = [out_path.with_name(f"{out_path.stem}.try{k}{out_path.suffix}") for k in range(len(seeds))]
+    kl, agreement = [], []
+    try:
+        for path, sample in zip(paths, samples):
+            _quantize(fp32_path, path, spec, sample)
+            candidate = _log_softmax(logits(path, x))
+            kl.append(float((np.exp(reference) * (reference - candidate)).sum(1).mean()))
+            agreement.append(float((candidate.argmax(1) == reference.argmax(1)).mean()))
+        kept = int(np.argmin(kl))
+        os.replace(paths[kept], out_path)
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+    return Calibration(seeds, n, len(x), kl, agreement, kept)
+
+
+def _quantize(fp32_path: Path, out_path: Path, spec: ModelSpec, images: list[Path]) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-
-    x = preprocess([read_gray(p) for p in sample_images(calib, calib_images or CALIB_IMAGES, seed)], spec)
+    x = preprocess([read_gray(p) for p in images], spec)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -59,6 +99,31 @@ def quantize_int8(fp32_path: Path, out_path: Path, spec: ModelSpec, calib: str |
         raise ExportError(f"int8 quantisation of {fp32_path} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         logging.getLogger().removeFilter(hint)
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+@dataclass
+class Calibration:
+    """The int8 candidates of ``quantize_int8(tries=N)``: one per seeded calibration sample, compared
+    with fp32 on ``images`` other images of the calibration folder."""
+
+    seeds: list[int]
+    sample: int  # images per calibration sample
+    images: int  # images the candidates were compared on
+    kl: list[float]  # mean KL(fp32 || int8) of the class probabilities, per candidate
+    agreement: list[float]  # top-1 agreement with fp32, per candidate
+    kept: int  # index of the candidate written
+
+    def summary(self) -> str:
+        k = self.kept
+        return (f"  calibration: kept sample {k + 1} of {len(self.seeds)} (seed {self.seeds[k]}, {self.sample} images), "
+                f"closest to fp32 on {self.images} other calibration images: KL {self.kl[k]:.5f}, top-1 agreement "
+                f"{self.agreement[k]:.2%} (all samples: KL {min(self.kl):.5f}-{max(self.kl):.5f}, agreement "
+                f"{min(self.agreement):.2%}-{max(self.agreement):.2%})")
 
 
 class _DropHint(logging.Filter):
@@ -83,6 +148,7 @@ class PrecisionReport:
     variant: Variant  # int8
     max_drop_pp: float
     accept_drop: bool
+    calibration: Calibration | None = None  # the int8 candidates compared, when more than one
 
     @property
     def drop_pp(self) -> float:
@@ -104,6 +170,8 @@ class PrecisionReport:
         verdict = "ok" if self.drop_pp <= self.max_drop_pp else (
             "ACCEPTED (--accept-drop)" if self.accept_drop else "FAILED: pass --accept-drop to keep it")
         rows.append(f"  accuracy drop {self.drop_pp:+.2f} pp (limit {self.max_drop_pp:g} pp): {verdict}")
+        if self.calibration is not None:
+            rows.append(self.calibration.summary())
         return "\n".join(rows)
 
 
@@ -113,13 +181,16 @@ def labelled_batch(root: str | Path, spec: ModelSpec, limit_per_class: int | Non
     return preprocess([read_gray(p) for p, _ in items], spec), np.array([y for _, y in items])
 
 
-def accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+def logits(path: Path, x: np.ndarray) -> np.ndarray:
+    """The ONNX model at ``path`` on preprocessed ``x``, in batches of SPEED_BATCH on the CPU."""
     from ..runtime import open_session
 
     sess, _ = open_session(path, "cpu", SPEED_THREADS)
-    pred = np.concatenate([sess.run(["logits"], {"input": x[i:i + SPEED_BATCH]})[0].argmax(1)
-                           for i in range(0, len(x), SPEED_BATCH)])
-    return float((pred == y).mean())
+    return np.concatenate([sess.run(["logits"], {"input": x[i:i + SPEED_BATCH]})[0] for i in range(0, len(x), SPEED_BATCH)])
+
+
+def accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    return float((logits(path, x).argmax(1) == y).mean())
 
 
 def images_per_second(path: Path, spec: ModelSpec, batch: int = SPEED_BATCH, seconds: float = 2.0) -> float:
