@@ -26,7 +26,7 @@ ACCURATE_FP32 = _MODELS / "fer2013_resnet18.onnx"
 #: ``EmotionClassifier("fast")``), each as a file per provider (:func:`resolve_model`). ``accurate``
 #: is the default; ``fast`` trades a few points of accuracy for several times the speed (README,
 #: "Choosing a model"). On the CPU, ``accurate`` is its int8 QDQ copy: as accurate on PublicTest
-#: (71.30 % against 71.36 %) at about 3x the speed with VNNI or AMX; on CUDA, where int8 QDQ graphs
+#: (71.61 % against 71.52 %) at about 3x the speed with VNNI or AMX; on CUDA, where int8 QDQ graphs
 #: gain nothing, the fp32 export.
 _FAST_INT8 = _MODELS / "fer2013_fast.int8.onnx"
 BUNDLED_MODELS = {"accurate": {"cpu": _MODELS / "fer2013_resnet18.int8.onnx", "cuda": ACCURATE_FP32},

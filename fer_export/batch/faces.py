@@ -140,8 +140,11 @@ class _Detector:
         about 12x the first (look_again 2)."""
         faces, s = self._detect_at_sizes(image)
         if still and not faces:
+            small, at = None, None
             for scale, mirrored in self.second_looks(s):  # the first look that finds a face is kept
-                faces = self._found(resized(image, scale), scale, image.shape, mirrored)
+                if scale != at:  # a scale's mirrored look reuses its resized copy
+                    small, at = resized(image, scale), scale
+                faces = self._found(small, scale, image.shape, mirrored)
                 if faces:
                     break
         if len(self.sizes) > 1 and len(faces) > 1:
