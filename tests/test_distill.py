@@ -233,6 +233,80 @@ def test_config_and_cli_validate_distillation_options(tmp_path):
     assert res.exit_code == 2 and "kd_alpha must be in [0, 1]" in res.output
 
 
+# ---- a teacher on every augmented batch (--teacher-views augmented) ------------------------------
+
+def test_augmented_teacher_averages_the_view_and_its_mirror_at_its_own_size(tiny_ckpt):
+    from fer_export.model import load_checkpoint
+    from training.augment import normalize
+
+    config = make_config("fast", teacher=str(tiny_ckpt), teacher_views="augmented", bf16=False, channels_last=False)
+    model, spec = load_checkpoint(tiny_ckpt)
+    pixels = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8))
+    x = normalize(pixels, spec)  # a student at the teacher's size: the teacher sees x itself
+    t = teacher_mod.AugmentedTeacher.load(config, spec, torch.device("cpu"))
+    with torch.inference_mode():
+        want = (model(x) + model(x.flip(3))) / 2
+    torch.testing.assert_close(t(x), want, atol=1e-5, rtol=1e-5)
+    assert t.sha256 == hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
+
+
+def test_augmented_teacher_input_is_the_students_image_in_the_teachers_contract(tiny_ckpt):
+    from training.augment import normalize
+
+    config = make_config("fast", teacher=str(tiny_ckpt), teacher_views="augmented")
+    student = SEED_SPEC.replace(input_size=[16, 16], mean=[0.2], std=[0.5])
+    t = teacher_mod.AugmentedTeacher.load(config, student, torch.device("cpu"))
+    gray = torch.full((2, 16, 16), 153, dtype=torch.uint8)  # 0.6 of white
+    seen = t.inputs(normalize(gray, student))
+    assert seen.shape == (2, 1, 48, 48)
+    torch.testing.assert_close(seen, torch.full_like(seen, (0.6 - t.spec.mean[0]) / t.spec.std[0]))
+    big = SEED_SPEC.replace(input_size=[96, 96])  # shrinking is antialiased: a 1-px checkerboard becomes flat gray
+    board = ((torch.arange(96).view(-1, 1) + torch.arange(96)) % 2 * 255).to(torch.uint8).expand(1, 96, 96)
+    seen = teacher_mod.AugmentedTeacher.load(config, big, torch.device("cpu")).inputs(normalize(board, big))
+    inner = seen[..., 1:-1, 1:-1]  # the border pixels' kernels reach past the image
+    torch.testing.assert_close(inner, torch.full_like(inner, (0.5 - t.spec.mean[0]) / t.spec.std[0]), atol=0.02, rtol=0)
+
+
+@pytest.mark.data
+def test_augmented_teacher_runs_on_each_training_batch_and_resumes(fer2013, tmp_path, monkeypatch, tiny_ckpt):
+    seen, real_call = [], teacher_mod.AugmentedTeacher.__call__
+
+    def record(self, x):
+        seen.append(x.clone())
+        return real_call(self, x)
+
+    monkeypatch.setattr(teacher_mod.AugmentedTeacher, "__call__", record)
+    config = _config(fer2013, tmp_path / "aug", tiny_ckpt, teacher_views="augmented", mixup=0.2, epochs=2,
+                     kd_alpha=1.0)
+    with monkeypatch.context() as m:
+        m.setattr(teacher_mod, "teacher_logits", lambda *a, **k: pytest.fail("logits precomputed"))
+        train(config, log=lambda s: None)
+    steps = -(-28 // 16)  # 4 images of each of 7 classes, batches of 16
+    assert len(seen) == 2 * steps and all(x.shape[1:] == (1, SIZE, SIZE) for x in seen)
+    assert not torch.equal(seen[0], seen[steps])  # each epoch's batches are augmented anew
+    last = read_checkpoint(tmp_path / "aug" / "last.pth")
+    assert last["config"]["teacher_views"] == "augmented"
+    assert last["teacher_sha256"] == hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
+    plain = _history(tmp_path / "aug")
+    train(with_overrides(config, out=str(tmp_path / "clean"), teacher_views="clean"), log=lambda s: None)
+    assert plain[0]["train_loss"] != _history(tmp_path / "clean")[0]["train_loss"]  # another target
+    other = tiny_checkpoint(tmp_path / "other.pth", seed=5)
+    cut = with_overrides(config, out=str(tmp_path / "cut"), teacher=str(other))
+    assert train_interrupted_at_epoch_2(monkeypatch, cut).interrupted
+    tiny_checkpoint(other, seed=6)  # the teacher file changes
+    with pytest.raises(InputError, match="changed since this run started"):
+        train(resume_config(tmp_path / "cut"), log=lambda s: None)
+
+
+def test_augmented_views_need_a_pth_teacher_and_the_tensor_path():
+    for kw, words in (({"teacher": "t.onnx"}, "must be a .pth"), ({"teacher": "t.npz"}, "must be a .pth"),
+                      ({"teacher": "t.pth", "aug": "seed"}, "needs --aug tensor")):
+        with pytest.raises(InputError, match=words):
+            make_config("fast", teacher_views="augmented", **kw)
+    with pytest.raises(InputError, match="teacher_views must be one of"):
+        make_config("fast", teacher_views="mirrored")
+
+
 # ---- runs ---------------------------------------------------------------------------------------
 
 @pytest.mark.data

@@ -8,7 +8,8 @@ import click
 from fer_export.cli import EXIT_FAILED, EXIT_OK, library_errors
 from fer_export.spec import ARCHITECTURES
 
-from .config import AUGS, DEVICES, FREEZES, LAYER_LRS, OPTIMIZERS, RECIPES, SCHEDULES, Recipe, make_config
+from .config import (AUGS, DEVICES, FREEZES, LAYER_LRS, OPTIMIZERS, RECIPES, SCHEDULES, TEACHER_VIEWS, Recipe,
+                     make_config)
 
 EXIT_INTERRUPTED = 130
 
@@ -40,6 +41,8 @@ Distillation: --teacher FILE adds (alpha) T^2 KL(teacher/T || student/T) to (1 -
 the hard-label loss; FILE is a model (.onnx, .pth, .pt) run once over the un-augmented training
 images, or their precomputed logits (.npz from `python -m training.teacher`, which also averages
 several teachers into one, or a .npy in training-item order). The logits are cached in RUN_DIR/cache.
+--teacher-views augmented runs a .pth teacher on every training batch instead, augmented and mixed
+as the student sees it (consistent teaching; two teacher passes a step, view and mirror: use a GPU).
 
 \b
 Weight averaging: --swa N averages the weights of the last N epochs and recomputes the average's
@@ -86,6 +89,8 @@ error, 130 interrupted.
               help=f"Weight of the distillation term, 0-1 [default: {Recipe.kd_alpha}].")
 @click.option("--kd-temperature", type=float,
               help=f"Softmax temperature of the distillation term [default: {Recipe.kd_temperature}].")
+@click.option("--teacher-views", type=click.Choice(TEACHER_VIEWS),
+              help="What the teacher sees: clean images once, or every augmented batch [default: clean].")
 @click.option("--degrade", type=float,
               help="Probability of a training face losing resolution (aug tensor; 0 = off).")
 @click.option("--swa", type=int, help="Average the weights of the last N epochs (0 = off).")

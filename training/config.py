@@ -14,7 +14,9 @@ BatchNorm statistics are recomputed over the training data when the run ends.
 
 Distillation: with ``teacher`` set, the training loss is ``(1 - kd_alpha) * CE + kd_alpha * T^2 *
 KL(softmax(teacher / T) || softmax(student / T))`` with ``T = kd_temperature`` (see
-:mod:`training.teacher` for what a teacher may be); ``kd_*`` have no effect without a teacher.
+:mod:`training.teacher` for what a teacher may be); ``kd_*`` have no effect without a teacher. With
+``teacher_views="augmented"`` the teacher's logits are those of the very batch the student is trained on
+(augmented, mixed), computed at every step, rather than of the un-augmented image.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ from fer_export.spec import ARCHITECTURES
 AUGS = ("seed", "tensor")
 TEACHER_MODELS = (".onnx", ".pth", ".pt")  # teacher files that are models (run over the training images)
 TEACHER_LOGITS = (".npz", ".npy")  # teacher files that hold precomputed logits
+#: What a teacher sees: "clean" (each training image un-augmented, once per run) or "augmented" (each
+#: batch as the student sees it, every step: consistent teaching, Beyer et al. 2022).
+TEACHER_VIEWS = ("clean", "augmented")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("plateau", "onecycle", "cosine", "constant")
 LAYER_LRS = ("seed", "uniform")
@@ -58,6 +63,7 @@ class Recipe:
     tta: bool = False  # also report horizontal-flip test-time-augmented val accuracy
     kd_alpha: float = 0.5  # weight of the distillation term (0 = hard labels only, 1 = teacher only); needs a teacher
     kd_temperature: float = 4.0  # softmax temperature T of teacher and student in the distillation term
+    teacher_views: str = "clean"  # what the teacher sees, one of TEACHER_VIEWS ("augmented": a .pth teacher, aug tensor)
     degrade: float = 0.0  # aug "tensor": probability of a training face losing resolution (down- and upsampled)
     swa: int = 0  # average the weights of the last N epochs (stochastic weight averaging); 0 = off
 
@@ -147,6 +153,14 @@ def _problems(c: TrainConfig) -> list[str]:
     if c.teacher is not None and not str(c.teacher).lower().endswith(TEACHER_MODELS + TEACHER_LOGITS):
         p.append(f"teacher must be a model ({', '.join(TEACHER_MODELS)}) or logits file ({', '.join(TEACHER_LOGITS)}), "
                  f"got {c.teacher!r}")
+    if c.teacher_views not in TEACHER_VIEWS:
+        p.append(f"teacher_views must be one of {TEACHER_VIEWS}, got {c.teacher_views!r}")
+    elif c.teacher_views == "augmented" and c.teacher is not None:
+        if not str(c.teacher).lower().endswith(".pth"):
+            p.append(f"teacher_views augmented runs the teacher in torch at every step, so the teacher must be a "
+                     f".pth checkpoint, got {c.teacher!r}")
+        if c.aug != "tensor":
+            p.append("teacher_views augmented needs --aug tensor (the batch the teacher sees is augmented on the device)")
     if not 0 <= c.degrade <= 1:
         p.append(f"degrade must be in [0, 1], got {c.degrade}")
     elif c.degrade and c.aug != "tensor":

@@ -92,16 +92,20 @@ def training_loss(out: torch.Tensor, criterion, y_a: torch.Tensor, y_b: torch.Te
 
 
 def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, config: TrainConfig,
-                    generator: torch.Generator, desc: str = "train") -> dict:
-    """One pass over ``loader``, whose batches are ``(x, y)`` or, with a teacher, ``(x, y, teacher_logits)``.
-    Returns ``{loss, acc, images, seconds, images_per_s}``."""
+                    generator: torch.Generator, desc: str = "train", teacher=None) -> dict:
+    """One pass over ``loader``, whose batches are ``(x, y)`` or, with precomputed teacher logits,
+    ``(x, y, teacher_logits)``; ``teacher`` (a callable: normalised batch -> logits) instead gives the
+    logits of each batch as trained on, after mixup. Returns ``{loss, acc, images, seconds, images_per_s}``."""
     model.train()
     per_batch = scheduler is not None and steps_per_batch(scheduler)
     total_loss, correct, seen, start = 0.0, 0.0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=not config.progress, unit="batch")
-    for x, y, *teacher in bar:
+    for x, y, *given in bar:
         x, y_a, y_b, lam, perm = mixup(prepare(x, config.channels_last), y, config.mixup, generator)
-        target = teacher_probs(teacher[0], config.kd_temperature, lam, perm) if teacher else None
+        if teacher is not None:
+            target = teacher_probs(teacher(x), config.kd_temperature)
+        else:
+            target = teacher_probs(given[0], config.kd_temperature, lam, perm) if given else None
         with autocast(device, config.bf16):
             out = model(x)
             loss = training_loss(out, criterion, y_a, y_b, lam, target, config.kd_alpha, config.kd_temperature)

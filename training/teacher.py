@@ -39,6 +39,7 @@ from typing import Callable, Sequence
 import click
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from fer_export.cli import EXIT_OK, library_errors
@@ -47,6 +48,7 @@ from fer_export.folders import labelled_images, resolve_split
 from fer_export.model import sha256_file
 from fer_export.spec import SEED_SPEC, ModelSpec
 
+from .augment import standardize
 from .config import TEACHER_LOGITS, TEACHER_MODELS, TrainConfig
 from .data import Items, cache_dir, decode_items, items_fingerprint, split_dirs
 
@@ -202,6 +204,17 @@ def teacher_logits(path: str | Path, items: Items, root: str | Path, labels: Seq
     return _check_logits(model_logits(predictor, pixels, progress=progress), len(items), labels, path)
 
 
+def teacher_sha256(path: Path, expect: str | None = None) -> str:
+    """The teacher file's sha256; ``expect`` (a resumed run's teacher) refuses a file that has changed since."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such teacher file")
+    sha = sha256_file(path)
+    if expect is not None and sha != expect:
+        raise InputError(f"{path}: the teacher file changed since this run started (sha256 {sha[:12]}, the run's "
+                         f"was {expect[:12]}); restore it or start a new run")
+    return sha
+
+
 def soft_targets(config: TrainConfig, spec: ModelSpec, items: Items, run_dir: str | Path,
                  expect_sha256: str | None = None, log: Callable[[str], None] = print) -> SoftTargets:
     """``config.teacher``'s logits over the training ``items``, from ``RUN_DIR/cache`` or computed and cached.
@@ -209,12 +222,7 @@ def soft_targets(config: TrainConfig, spec: ModelSpec, items: Items, run_dir: st
     ``expect_sha256`` (a resumed run's teacher) refuses a teacher file that has changed since.
     """
     path = Path(config.teacher)
-    if not path.is_file():
-        raise InputError(f"{path}: no such teacher file")
-    sha = sha256_file(path)
-    if expect_sha256 is not None and sha != expect_sha256:
-        raise InputError(f"{path}: the teacher file changed since this run started (sha256 {sha[:12]}, the run's "
-                         f"was {expect_sha256[:12]}); restore it or start a new run")
+    sha = teacher_sha256(path, expect_sha256)
     root = split_dirs(config)[0]
     key = hashlib.sha1(f"{sha}\n{items_fingerprint(items)}".encode()).hexdigest()[:12]
     cache = cache_dir(run_dir) / f"teacher_{key}.npz"
@@ -235,6 +243,66 @@ def soft_targets(config: TrainConfig, spec: ModelSpec, items: Items, run_dir: st
     seconds = time.perf_counter() - start
     write_logits(cache, logits, spec.labels, relative_paths(items, root), teacher=str(path), sha256=sha)
     return SoftTargets(torch.from_numpy(logits), str(path), sha, cache, seconds, _top1(logits, items))
+
+
+class AugmentedTeacher:
+    """A ``.pth`` teacher that sees every training batch as the student sees it (``--teacher-views
+    augmented``): the same flips, affine warps, erasing and mixing, so the student matches the teacher's
+    function on the whole neighbourhood of each face rather than on one clean point (consistent teaching,
+    Beyer et al. 2022, "Knowledge distillation: a good teacher is patient and consistent").
+
+    The student's normalised batch is mapped back to [0, 1], resized to the teacher's input size
+    (bilinear, antialiased when shrinking) and normalised with the teacher's own mean and std. The logits
+    are the mean over the view and its mirror, as the flip-TTA graphs fer-export makes average them.
+    Costs two teacher forward passes per training step: meant for a GPU.
+    """
+
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, student: ModelSpec, sha256: str, path: str,
+                 channels_last: bool = False, bf16: bool = False):
+        self.model, self.spec, self.student, self.sha256, self.path = model, spec, student, sha256, path
+        self.channels_last, self.bf16 = channels_last, bf16
+
+    @classmethod
+    def load(cls, config: TrainConfig, student: ModelSpec, device: torch.device,
+             expect_sha256: str | None = None) -> "AugmentedTeacher":
+        from fer_export.model import load_checkpoint
+
+        path = Path(config.teacher)
+        sha = teacher_sha256(path, expect_sha256)
+        try:
+            model, spec = load_checkpoint(path, device)
+        except FerExportError as exc:
+            raise InputError(f"{path}: cannot use this file as a teacher: {_first_line(exc)}") from exc
+        _check_labels(spec.labels, student.labels, path, "labels")
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return cls(model.eval(), spec, student, sha, str(path), config.channels_last, config.bf16)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The student's normalised batch (N, C, H, W) as the teacher's normalised input."""
+        s_mean = torch.tensor(self.student.mean, device=x.device).view(1, -1, 1, 1)
+        s_std = torch.tensor(self.student.std, device=x.device).view(1, -1, 1, 1)
+        unit = (x.float() * s_std + s_mean)[:, :1]  # grayscale: every channel holds the same image
+        size = tuple(self.spec.input_size)
+        if tuple(unit.shape[-2:]) != size:
+            shrink = size[0] < unit.shape[-2] or size[1] < unit.shape[-1]
+            unit = F.interpolate(unit, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        return standardize(unit, self.spec)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 (N, classes) logits of the student's normalised batch ``x``."""
+        t = self.inputs(x)
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return (self.model(t).float() + self.model(t.flip(3)).float()) / 2
+
+    def describe(self) -> str:
+        h, w = self.spec.input_size
+        return f"teacher {self.path} ({self.spec.arch} at {h}x{w}, mirror-averaged) on every augmented batch"
 
 
 def teacher_labels(path: str | Path) -> tuple[str, ...] | None:

@@ -28,7 +28,7 @@ from . import engine
 from .config import TrainConfig, with_overrides
 from .data import epoch_seed, load_data, load_items
 from .plots import plot_confusion, plot_history, write_history_csv
-from .teacher import soft_targets
+from .teacher import AugmentedTeacher, soft_targets
 
 LAST, BEST, SWA = "last.pth", "best_model.pth", "swa_model.pth"
 
@@ -109,15 +109,17 @@ def format_row(row: dict, epochs: int) -> str:
             f"{row['seconds']:.1f}s  {row['train_images_per_s']:.0f} img/s")
 
 
-def run_epoch(epoch: int, model, criterion, optimizer, scheduler, loaders, device, config: TrainConfig) -> dict:
-    """Train one epoch and evaluate; ``epoch`` counts from 1. Returns the history row."""
+def run_epoch(epoch: int, model, criterion, optimizer, scheduler, loaders, device, config: TrainConfig,
+              teacher=None) -> dict:
+    """Train one epoch and evaluate; ``epoch`` counts from 1; ``teacher``: an :class:`AugmentedTeacher`
+    (a teacher whose logits were precomputed travels in the loader). Returns the history row."""
     seed = epoch_seed(config.seed, epoch)
     torch.manual_seed(seed)  # dropout and the seed path's transforms when workers=0
     train_loader, val_loader = loaders
     train_loader.set_epoch(epoch)
     generator = torch.Generator(device=device).manual_seed(seed)
     train = engine.train_one_epoch(model, criterion, optimizer, scheduler, train_loader, device, config, generator,
-                                   desc=f"epoch {epoch}/{config.epochs}")
+                                   desc=f"epoch {epoch}/{config.epochs}", teacher=teacher)
     val = engine.evaluate(model, nn.CrossEntropyLoss(), val_loader, device, config)
     if not engine.steps_per_batch(scheduler):
         scheduler.step(val["loss"])
@@ -137,12 +139,16 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
     config = with_overrides(config, arch=spec.arch)  # a fine-tuned checkpoint brings its own arch
     model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     items = load_items(config, spec.labels)
-    teacher = None
+    teacher = online = None
     if config.teacher:
-        teacher = soft_targets(config, spec, items[0], run_dir, resumed and resumed.get("teacher_sha256"), log)
+        expect = resumed and resumed.get("teacher_sha256")
+        if config.teacher_views == "augmented":
+            teacher = online = AugmentedTeacher.load(config, spec, device, expect)
+        else:
+            teacher = soft_targets(config, spec, items[0], run_dir, expect, log)
         log(f"distilling (alpha {config.kd_alpha:g}, T {config.kd_temperature:g}) from {teacher.describe()}")
     train_loader, val_loader, val_items = load_data(config, spec, device, run_dir, items,
-                                                    teacher.logits if teacher else None)
+                                                    teacher.logits if teacher and not online else None)
     optimizer = engine.build_optimizer(model, config)
     scheduler = engine.build_scheduler(optimizer, config, len(train_loader))
     state = {"history": [], "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0, "swa_count": 0}
@@ -161,7 +167,8 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
     try:
         for epoch in range(len(state["history"]) + 1, config.epochs + 1):
             start = time.perf_counter()
-            row = run_epoch(epoch, model, criterion, optimizer, scheduler, (train_loader, val_loader), device, config)
+            row = run_epoch(epoch, model, criterion, optimizer, scheduler, (train_loader, val_loader), device, config,
+                            online)
             state["history"].append(row)
             state["elapsed"] += time.perf_counter() - start
             if row["val_acc"] > state["best_acc"]:
