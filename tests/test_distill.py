@@ -300,7 +300,7 @@ def test_augmented_teacher_runs_on_each_training_batch_and_resumes(fer2013, tmp_
 
 def test_augmented_views_need_a_pth_teacher_and_the_tensor_path():
     for kw, words in (({"teacher": "t.onnx"}, "must be a .pth"), ({"teacher": "t.npz"}, "must be a .pth"),
-                      ({"teacher": "t.pth", "aug": "seed"}, "needs --aug tensor")):
+                      ({"teacher": "t.pth", "aug": "seed"}, "needs --aug tensor"), ({}, "give the teacher")):
         with pytest.raises(InputError, match=words):
             make_config("fast", teacher_views="augmented", **kw)
     with pytest.raises(InputError, match="teacher_views must be one of"):

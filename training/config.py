@@ -155,7 +155,9 @@ def _problems(c: TrainConfig) -> list[str]:
                  f"got {c.teacher!r}")
     if c.teacher_views not in TEACHER_VIEWS:
         p.append(f"teacher_views must be one of {TEACHER_VIEWS}, got {c.teacher_views!r}")
-    elif c.teacher_views == "augmented" and c.teacher is not None:
+    elif c.teacher_views == "augmented" and c.teacher is None:
+        p.append("teacher_views augmented is what a teacher sees; give the teacher with --teacher FILE.pth")
+    elif c.teacher_views == "augmented":
         if not str(c.teacher).lower().endswith(".pth"):
             p.append(f"teacher_views augmented runs the teacher in torch at every step, so the teacher must be a "
                      f".pth checkpoint, got {c.teacher!r}")
