@@ -60,7 +60,11 @@ def image_files(root: str | Path) -> list[Path]:
 
 def sample_images(root: str | Path, n: int, seed: int = 0) -> list[Path]:
     """A seeded sample of ``n`` image files under ``root`` (all of them when there are fewer), sorted."""
-    files = image_files(root)
+    return sample_of(image_files(root), n, seed)
+
+
+def sample_of(files: list[Path], n: int, seed: int = 0) -> list[Path]:
+    """:func:`sample_images` from a folder's listing already at hand (``image_files(root)``)."""
     return sorted(random.Random(seed).sample(files, min(n, len(files))))
 
 

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from fer_export.cli import EXIT_OK, library_errors
 from fer_export.errors import FerExportError, InputError
 from fer_export.folders import labelled_images, resolve_split
-from fer_export.model import sha256_file
+from fer_export.model import load_checkpoint, sha256_file
 from fer_export.spec import SEED_SPEC, ModelSpec
 
 from .augment import standardize
@@ -265,8 +265,6 @@ class AugmentedTeacher:
     @classmethod
     def load(cls, config: TrainConfig, student: ModelSpec, device: torch.device,
              expect_sha256: str | None = None) -> "AugmentedTeacher":
-        from fer_export.model import load_checkpoint
-
         path = Path(config.teacher)
         sha = teacher_sha256(path, expect_sha256)
         try:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, InputError
-from ..folders import labelled_images, sample_images
+from ..folders import image_files, labelled_images, sample_of
 from ..preprocess import preprocess, read_gray
 from ..spec import ModelSpec
 
@@ -50,12 +50,13 @@ def quantize_int8(fp32_path: Path, out_path: Path, spec: ModelSpec, calib: str |
     calibration folder, never on the data that judges accuracy. Returns that comparison, or None."""
     n = calib_images or CALIB_IMAGES
     seeds = list(range(seed, seed + max(1, tries)))
-    samples = [sample_images(calib, n, s) for s in seeds]
+    files = image_files(calib)  # listed once: a training folder holds tens of thousands of files
+    samples = [sample_of(files, n, s) for s in seeds]
     if len(seeds) == 1:
         _quantize(fp32_path, out_path, spec, samples[0])
         return None
     used = set().union(*samples)
-    held = [p for p in sample_images(calib, FIDELITY_IMAGES + len(used), FIDELITY_SEED) if p not in used]
+    held = [p for p in sample_of(files, FIDELITY_IMAGES + len(used), FIDELITY_SEED) if p not in used]
     if not held:
         raise InputError(f"{calib}: no images left besides the {len(used)} calibration images to compare the "
                          f"{len(seeds)} int8 candidates on; give a larger --calib folder or fewer --calib-tries")
