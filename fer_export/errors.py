@@ -26,6 +26,11 @@ class InputError(FerExportError):
     """An input image, video or data folder cannot be read."""
 
 
+class OutputError(FerExportError):
+    """An output cannot be written: it would replace an input or another output, its folder is not
+    writable, the disk is full, another run holds it."""
+
+
 class ProviderError(FerExportError):
     """An onnxruntime execution provider was asked for but is not available."""
 

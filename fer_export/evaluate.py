@@ -16,11 +16,14 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .folders import labelled_images, resolve_split
+from .errors import InputError
+from .folders import cannot_write, labelled_images, resolve_split
 from .preprocess import read_gray, resize
 from .runtime import softmax
 
 REPORT_HEADERS = ("precision", "recall", "f1-score", "support")
+#: Image files :func:`plot_confusion` writes, by suffix (matplotlib's Agg, PDF and SVG writers).
+CONFUSION_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -133,9 +136,22 @@ def evaluate_folder(model: str | Path, data: str | Path, split: str = "val", bat
     return result
 
 
+def check_confusion_path(path: str | Path) -> Path:
+    """``path`` when :func:`plot_confusion` can write that kind of image, else an InputError saying which it can."""
+    path = Path(path)
+    if path.suffix.lower() not in CONFUSION_SUFFIXES:
+        kind = repr(path.suffix) if path.suffix else "a file without a suffix"
+        raise InputError(f"{path}: cannot write a confusion matrix as {kind}; "
+                         f"name it with one of {', '.join(CONFUSION_SUFFIXES)} (e.g. {path.with_suffix('.png').name})")
+    return path
+
+
 def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, title: str = "Confusion matrix") -> Path:
-    """Save a confusion-matrix heat map (counts, with row-normalised colour) as a PNG."""
+    """Save a confusion-matrix heat map (counts, with row-normalised colour) as an image, by its suffix
+    (one of :data:`CONFUSION_SUFFIXES`: a PNG usually)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    path = check_confusion_path(path)
 
     rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig = Figure(figsize=(7, 6))
@@ -149,7 +165,11 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, titl
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, label="fraction of true class")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    except OSError as exc:
+        if path.is_file():
+            path.unlink(missing_ok=True)  # half an image is worse than none
+        raise cannot_write(path, exc) from exc
     return path

@@ -1,12 +1,16 @@
 """Image folders (torch-free): labelled ones in Kaggle's FER2013 layout (``ROOT/<label>/*.jpg``), and
-seeded samples of any folder of images."""
+seeded samples of any folder of images; and the checks every output file of the commands goes through
+(never an input, never another output, a writable place) and how a failed write is reported."""
 from __future__ import annotations
 
+import errno
+import os
 import random
+import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -74,3 +78,98 @@ def resolve_split(data: str | Path, split: str) -> Path:
     if (data / split).is_dir():
         return data / split
     return data
+
+
+#: What to do about a failed write, by errno; anything else is reported with the system's own words.
+_WRITE_ADVICE = {
+    errno.ENOSPC: "no space left on device; free space and rerun",
+    errno.EDQUOT: "disk quota exceeded; free space and rerun",
+    errno.EFBIG: "file too large for this file system; choose another place",
+    errno.EROFS: "read-only file system; choose a writable place",
+    errno.EACCES: "permission denied; choose a writable place",
+    errno.EPERM: "operation not permitted; choose a writable place",
+    errno.EISDIR: "is a folder; give a file name",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ENOENT: "no such folder, or files cannot be created there; choose another place",
+    errno.ENAMETOOLONG: "the name is too long; choose a shorter one",
+}
+
+
+def os_error_reason(exc: OSError) -> str:
+    """What went wrong in ``exc`` and what to do, in a few words."""
+    return _WRITE_ADVICE.get(exc.errno, exc.strerror or str(exc))
+
+
+def cannot_write(path: str | Path, exc: OSError) -> OutputError:
+    """The one-line error for an ``OSError`` raised while writing ``path``."""
+    return OutputError(f"cannot write {path}: {os_error_reason(exc)}")
+
+
+def write_file(path: str | Path, data: bytes | memoryview | str, atomic: bool = True) -> Path:
+    """Write ``data`` to ``path`` (its folder created). ``atomic``: whole, through a unique temporary file in
+    the same folder renamed into place, so a failed write leaves the previous file (a device such as
+    /dev/stdout is written directly). Any ``OSError`` becomes :func:`cannot_write`'s error; nothing partial
+    is left behind."""
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    direct = not atomic or (path.exists() and not path.is_file() and not path.is_dir())
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if direct:
+            with open(path, "wb") as f:
+                f.write(raw)
+            return path
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        elif direct and path.is_file():
+            path.unlink(missing_ok=True)  # half a file is worse than none
+        raise cannot_write(path, exc) from exc
+
+
+def check_writable(what: str, path: str | Path) -> None:
+    """Refuse, before any work, an output ``path`` that is a folder, lies under a file, or whose folder
+    (or the nearest one that exists: missing ones are created) does not take new files."""
+    path = Path(path)
+    folder = path.parent
+    try:
+        if path.is_dir():
+            raise OutputError(f"{what} {path} is a folder; give a file name (e.g. {path / 'NAME'})")
+        if path.exists():
+            if path.is_file() and not os.access(path, os.W_OK):
+                raise OutputError(f"{what} {path}: permission denied; choose a writable file")
+            return  # an existing file (or a device such as /dev/stdout) is written in place
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise OutputError(f"{what} {path}: {folder} is a file, not a folder; choose another path")
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".fer-export-write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{what} {path}: cannot create files in {folder}: "
+                         f"{os_error_reason(exc)}") from exc
+
+
+def check_outputs(inputs: Iterable[tuple[str, str | Path | None]],
+                  outputs: Iterable[tuple[str, str | Path | None]]) -> None:
+    """Refuse, before any work, an output that is one of the ``inputs`` or another output (real paths are
+    compared, so links and ``..`` do not hide it), or that cannot be written (:func:`check_writable`).
+    Both are ``(what, path)`` pairs, e.g. ``("the checkpoint", ckpt)``, ``("--json", report)``; None is skipped."""
+    taken = {os.path.realpath(p): f"{what} {p}" for what, p in inputs if p is not None}
+    for what, path in outputs:
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        if real in taken:
+            raise OutputError(f"{what} {path} would overwrite {taken[real]}; choose another path")
+        taken[real] = f"{what} {path}"
+        check_writable(what, path)

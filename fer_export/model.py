@@ -9,7 +9,7 @@ Python objects are ever executed.
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import pickle
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, SpecError
+from .folders import write_file
 from .spec import ARCHITECTURES, SEED_SPEC, ModelSpec
 
 #: What ``--weights`` accepts besides a path.
@@ -120,15 +121,15 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, **extra
 
     The layout is the seed's plus a ``spec`` dict, so the seed's own loading code still reads it.
     ``extra`` must hold only tensors and plain Python values (loadable with ``weights_only=True``).
+    The file is serialised in memory and written with Python's own IO: on a full disk torch's writer
+    raises an opaque RuntimeError, this an :class:`~fer_export.errors.InputError` naming the file, and
+    the previous file is kept.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
     payload = {"model_state_dict": state, "spec": spec.to_dict(), **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_file(path, buffer.getbuffer())
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -148,14 +149,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
+        raise CheckpointError(_other_file(path) or (
             f"{path}: refused to load: it contains pickled Python objects that are not plain tensors or "
             f"containers, and loading it would run arbitrary code. Re-save just the weights, e.g. "
-            f"torch.save({{'model_state_dict': model.state_dict()}}, path). ({_first_line(exc)})"
+            f"torch.save({{'model_state_dict': model.state_dict()}}, path). ({_unpickler_detail(exc)})")
         ) from exc
     except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, BadZipFile... on junk
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or not a torch.save file): {_first_line(exc)}"
+        detail = _first_line(exc)
+        raise CheckpointError(_other_file(path) or (
+            f"{path}: not a readable PyTorch checkpoint (truncated or not a torch.save file)"
+            + ("" if "weights_only" in detail else f": {detail}"))
         ) from exc
     if isinstance(obj, Mapping):
         return dict(obj)
@@ -163,6 +166,58 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         f"{path}: holds a {type(obj).__name__}, expected a dict (a state dict or "
         f"{{'model_state_dict': ...}})"
     )
+
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """What torch's weights-only unpickler refused (``Unsupported global: GLOBAL numpy...``), without its
+    advice to load with ``weights_only=False``, which is exactly what must not be done with such a file."""
+    import re
+
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\s+was not an allowed global|\n\n|$)", str(exc), re.S)
+    return " ".join(m.group(1).split()) if m else "unsupported content"
+
+
+def _other_file(path: Path) -> str | None:
+    """The error for a file that is clearly no checkpoint but another kind (an ONNX model, a TorchScript
+    archive, text), saying what it is and what to pass instead; None when it is not recognised."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (zipfile.BadZipFile, OSError):
+            return None
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            return (f"{path}: not a readable PyTorch checkpoint: it is a TorchScript file (torch.jit.save); pass the .pth checkpoint "
+                    f"it was exported from, or evaluate it as it is with fer-eval under a .pt name")
+        return None
+    if head[:1] == b"\x08" and _is_onnx(path):
+        return (f"{path}: not a readable PyTorch checkpoint: it is an ONNX model; pass the .pth checkpoint it was exported "
+                f"from, or use it as it is under an .onnx name (fer-eval, fer-batch, EmotionClassifier)")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text.strip() and "\x00" not in text:
+        kind = "JSON" if text.lstrip()[:1] in "{[" else "text"
+        first = " ".join(text.split())[:40]
+        return (f"{path}: not a readable PyTorch checkpoint: it is a {kind} file (it starts with {first!r}); pass "
+                f"the .pth file that torch.save wrote")
+    return None
+
+
+def _is_onnx(path: Path) -> bool:
+    try:
+        import onnx
+
+        return len(onnx.load_model(str(path), load_external_data=False).graph.node) > 0
+    except Exception:  # not installed, or not an ONNX file: protobuf raises DecodeError and others
+        return False
 
 
 def _first_line(exc: BaseException) -> str:
@@ -182,11 +237,11 @@ def extract_state_dict(ckpt: Mapping[str, Any], path: str | Path = "<checkpoint>
     if state is None:
         raise CheckpointError(
             f"{path}: no model weights found; expected a state dict or one of the keys "
-            f"{list(STATE_DICT_KEYS)}, found keys {sorted(ckpt)[:10]}"
+            f"{list(STATE_DICT_KEYS)}, found keys {sorted(map(repr, ckpt))[:10]}"
         )
     out = {}
     for k, v in state.items():
-        if not isinstance(v, torch.Tensor):
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):  # a state dict is named tensors
             continue
         for prefix in _PREFIXES:
             while k.startswith(prefix):

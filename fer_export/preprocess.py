@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import InputError
 from .spec import ModelSpec
@@ -47,18 +47,20 @@ def read_gray(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     data = _file_bytes(path)
-    img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    img = _decode(path, data, cv2.IMREAD_GRAYSCALE)
     if img is None or img.dtype != np.uint8:
-        img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_GRAYSCALE)
+        img = _decode(path, data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_GRAYSCALE)
     if img is None:
         img = _read_with_pillow(path)
     return to_gray(img)
 
 
 def read_color(path: str | Path) -> np.ndarray:
-    """Read an image file as a uint8 BGR array (for face detection and annotation)."""
+    """Read an image file as a uint8 BGR array (for face detection and annotation), turned upright
+    as its EXIF orientation says (as ``cv2.imread`` and :func:`read_gray` do: a phone photo taken
+    sideways is stored sideways with a tag); an alpha channel is dropped, 16-bit scaled to 8."""
     path = Path(path)
-    img = cv2.imdecode(_file_bytes(path), cv2.IMREAD_UNCHANGED)
+    img = _decode(path, _file_bytes(path), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     if img is None:
         img = _read_with_pillow(path)
     img = np.asarray(img)
@@ -71,6 +73,47 @@ def read_color(path: str | Path) -> np.ndarray:
     if img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     return img
+
+
+#: The most pixels an image may have (16384 x 16384; a 100-megapixel photo is well within): a few
+#: hundred kB of PNG can claim billions, and decoding them would take gigabytes (a decompression bomb).
+MAX_PIXELS = 1 << 28
+#: Files smaller than this are decoded without a look at their header: too small to be such a bomb
+#: (PNG's deflate shrinks at most ~1000:1), and the common case of face crops stays as fast.
+_BOMB_BYTES = 32 * 1024
+
+
+def _decode(path: Path, data: np.ndarray, flags: int) -> np.ndarray | None:
+    """``cv2.imdecode`` of a file's bytes, after a look at a large PNG's or JPEG's stated size;
+    None for a format OpenCV does not know; :class:`InputError` naming the file otherwise."""
+    if len(data) >= _BOMB_BYTES:
+        size = _stated_size(data)
+        if size and size[0] * size[1] > MAX_PIXELS:
+            raise InputError(f"{path}: {size[0]}x{size[1]} pixels, more than the {MAX_PIXELS:,} this reads "
+                             "(a decompression bomb, or a scan too large): shrink it first")
+    try:
+        return cv2.imdecode(data, flags)
+    except cv2.error as exc:
+        reason = getattr(exc, "err", "") or str(exc).strip().splitlines()[-1]
+        raise InputError(f"{path}: OpenCV cannot decode it ({' '.join(reason.split())})") from None
+
+
+def _stated_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) a PNG or baseline/progressive JPEG states in its header, without decoding it."""
+    head = data[:32].tobytes()
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:2] != b"\xff\xd8":
+        return None
+    buf, i = data.tobytes(), 2
+    while i + 9 < len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker, length = buf[i + 1], int.from_bytes(buf[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
+            return int.from_bytes(buf[i + 7:i + 9], "big"), int.from_bytes(buf[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
 
 
 def _file_bytes(path: Path) -> np.ndarray:
@@ -98,6 +141,7 @@ def _read_with_pillow(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)  # upright, as OpenCV turns what it decodes
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 return np.asarray(im).astype(np.uint16)
             return np.asarray(im.convert("L"))

@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import ArtifactError, InputError, ProviderError
+from .errors import ArtifactError, InputError, ProviderError, SpecError
 from .preprocess import normalize, resize_batch, to_gray
 from .spec import INPUT_NORMALIZED, INPUT_UINT8, META_INPUT, META_SPEC, ModelSpec
 
@@ -91,7 +91,11 @@ def spec_from_metadata(meta: dict[str, str], path: str | Path = "<model>") -> Mo
             f"{path}: has no '{META_SPEC}' metadata, so its labels, input size and normalisation are "
             f"unknown. Export it with `fer-export onnx CHECKPOINT`."
         )
-    return ModelSpec.from_json(meta[META_SPEC])
+    try:
+        return ModelSpec.from_json(meta[META_SPEC])
+    except SpecError as exc:
+        raise ArtifactError(f"{path}: its embedded '{META_SPEC}' is invalid: {exc}; re-export it with "
+                            "`fer-export onnx`") from exc
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -122,6 +126,25 @@ def _variant(provider: str) -> str:
 
         return "cuda" if _ORT["cuda"] in ort.get_available_providers() else "cpu"
     return "cuda" if provider == "cuda" else "cpu"
+
+
+def _face_list(faces) -> list:
+    """``faces`` as a list of crops, or an InputError saying what ``predict`` was given instead."""
+    if isinstance(faces, np.ndarray):
+        if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4)):
+            kind = "gray" if faces.ndim == 2 else "colour"
+            raise InputError(f"predict() got one {kind} image of shape {faces.shape}; pass a list of faces: "
+                             "predict([face])")
+        if faces.ndim not in (3, 4):
+            raise InputError(f"predict() needs a list of face images or an (N, H, W) array of them; got an array "
+                             f"of shape {faces.shape}")
+        return list(faces)
+    if isinstance(faces, Iterable) and not isinstance(faces, (str, bytes, Path, dict)):
+        return list(faces)
+    what = "None — did cv2.imread fail to read the file?" if faces is None else (
+        f"{type(faces).__name__} {faces!r}"[:80] + (" — read the file with cv2.imread first"
+                                                    if isinstance(faces, (str, bytes, Path)) else ""))
+    raise InputError(f"predict() needs a list of face images (uint8 HxW or HxWx3); got {what}")
 
 
 class EmotionClassifier:
@@ -220,8 +243,13 @@ class EmotionClassifier:
         return normalize(resize_batch(faces, self.spec), self.spec)
 
     def predict(self, faces: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """uint8 face crops (HxW gray or HxWx3 BGR, any size) -> float32 probabilities (N, classes)."""
-        faces = list(faces)  # a list of crops, or an (N, H, W) array of equal-size crops
+        """uint8 face crops (HxW gray or HxWx3 BGR, any size) -> float32 probabilities (N, classes).
+
+        ``faces`` is a list of crops (``predict([face])`` for one), or an (N, H, W) or (N, H, W, 3) array
+        of equal-size crops. A single image is refused with an :class:`InputError` rather than guessed
+        at: an (H, W) array would otherwise be H one-pixel-high faces, an (H, W, 3) one H faces of W x 3.
+        """
+        faces = _face_list(faces)
         for i, face in enumerate(faces):
             if not isinstance(face, np.ndarray) or face.dtype != np.uint8 or face.ndim not in (2, 3) or 0 in face.shape:
                 what = "None" if face is None else f"{type(face).__name__} {getattr(face, 'dtype', '')} {getattr(face, 'shape', '')}"

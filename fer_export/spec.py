@@ -7,6 +7,8 @@ labels, input size or normalisation.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -28,6 +30,10 @@ RESIZE_METHODS = ("pil_bilinear",)
 ARCHITECTURES = ("resnet18", "resnet18_s1", "resnet18_half", "resnet10")
 
 SPEC_VERSION = 1
+
+#: Largest input side (px) a spec may ask for: a 1024x1024 ResNet18 input already needs gigabytes at
+#: batch 32; a crafted file asking for 20000 px would exhaust memory instead of failing cleanly.
+MAX_INPUT_SIZE = 1024
 
 #: What an exported graph takes (``META_INPUT``): ``normalized`` float32 (N, C, H, W) at the spec's
 #: input size, or ``uint8`` raw grayscale crops (N, 1, H, W) of any size, resized and normalised inside.
@@ -146,12 +152,18 @@ class ModelSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise SpecError(f"unknown model spec fields {unknown}; known fields are {sorted(known)}")
-        if int(data.get("version", SPEC_VERSION)) > SPEC_VERSION:
+        version = data.get("version", SPEC_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise SpecError(f"model spec version must be a positive integer, got {version!r}")
+        if version > SPEC_VERSION:
             raise SpecError(
-                f"model spec version {data['version']} is newer than this fer-export understands "
+                f"model spec version {version} is newer than this fer-export understands "
                 f"({SPEC_VERSION}); upgrade fer-export"
             )
         kw = dict(data)
+        for key in ("labels", "mean", "std", "input_size"):
+            if key in kw and not isinstance(kw[key], (list, tuple)):
+                raise SpecError(f"model spec field {key!r} must be a list, got {type(kw[key]).__name__} {kw[key]!r}")
         try:
             for key in ("labels", "mean", "std", "input_size"):
                 if key in kw:
@@ -183,17 +195,19 @@ def _problems(spec: ModelSpec) -> list[str]:
     p = []
     if spec.arch not in ARCHITECTURES:
         p.append(f"arch {spec.arch!r} is not one of {ARCHITECTURES}")
-    if len(spec.labels) < 2 or not all(isinstance(x, str) and x for x in spec.labels):
+    if not isinstance(spec.labels, (tuple, list)) or len(spec.labels) < 2 or not all(isinstance(x, str) and x for x in spec.labels):
         p.append(f"labels must be two or more non-empty strings, got {spec.labels!r}")
     elif len(set(spec.labels)) != len(spec.labels):
         p.append(f"labels must be unique, got {spec.labels!r}")
-    if len(spec.input_size) != 2 or not all(isinstance(v, int) and v >= 16 for v in spec.input_size):
-        p.append(f"input_size must be (height, width) of at least 16 px, got {spec.input_size!r}")
+    if len(spec.input_size) != 2 or not all(isinstance(v, int) and 16 <= v <= MAX_INPUT_SIZE for v in spec.input_size):
+        p.append(f"input_size must be (height, width) of 16 to {MAX_INPUT_SIZE} px, got {spec.input_size!r}")
     if spec.channels not in (1, 3):
         p.append(f"channels must be 1 or 3, got {spec.channels!r}")
     if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
         p.append(f"mean and std need one value per channel ({spec.channels}), got {spec.mean!r}, {spec.std!r}")
-    if any(s <= 0 for s in spec.std):
+    if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in (*spec.mean, *spec.std)):
+        p.append(f"mean and std must be finite numbers, got {spec.mean!r}, {spec.std!r}")
+    elif any(s <= 0 for s in spec.std):
         p.append(f"std must be positive, got {spec.std!r}")
     if spec.resize not in RESIZE_METHODS:
         p.append(f"resize {spec.resize!r} is not one of {RESIZE_METHODS}")
@@ -201,11 +215,13 @@ def _problems(spec: ModelSpec) -> list[str]:
         f = spec.framing
         if not isinstance(f, Framing):
             p.append(f"framing must be a Framing, got {type(f).__name__}")
+        elif not all(math.isfinite(v) for v in (*f.landmarks, *f.box, *(v for _, r in f.detector_boxes for v in r))):
+            p.append(f"framing values must be finite numbers, got {f.to_dict()!r}")
         elif len(f.landmarks) != 2 * len(LANDMARKS) or not all(-1 <= v <= 2 for v in f.landmarks):
             p.append(f"framing landmarks must be {2 * len(LANDMARKS)} fractions of the crop side, got {f.landmarks!r}")
         elif any(len(b) != 3 or not b[2] > 0 for b in (f.box, *(rule for _, rule in f.detector_boxes))):
             p.append(f"framing boxes must be (dx, dy, scale > 0), got {f.box!r} and {f.detector_boxes!r}")
-        if f.size is not None and not 8 <= f.size <= 4096:
+        if isinstance(f, Framing) and f.size is not None and not 8 <= f.size <= 4096:
             p.append(f"framing size must be 8 to 4096 px, got {f.size!r}")
     return p
 

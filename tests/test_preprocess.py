@@ -71,3 +71,35 @@ def test_three_channel_spec_repeats_gray():
     x = preprocess([np.full((40, 40), 255, np.uint8)], spec)
     assert x.shape == (1, 3, 32, 32)
     np.testing.assert_allclose(x, 2.0)
+
+
+@pytest.mark.parametrize("orientation, turn", [(6, cv2.ROTATE_90_CLOCKWISE), (8, cv2.ROTATE_90_COUNTERCLOCKWISE),
+                                               (3, cv2.ROTATE_180)])
+def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path, orientation, turn):
+    """A phone photo taken sideways is stored sideways with an orientation tag: the detector must see
+    it upright (as cv2.imread shows it), in colour and in gray alike."""
+    stored = np.zeros((40, 80, 3), np.uint8)
+    stored[:, :20] = (0, 0, 255)  # a red band on the stored image's left edge, to see where it goes
+    im = Image.fromarray(stored[..., ::-1])
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.jpg"
+    im.save(path, exif=exif, quality=95)
+    upright = cv2.rotate(stored, turn)
+    color = read_color(path)
+    assert color.shape == upright.shape and np.abs(color.astype(int) - upright).mean() < 3
+    assert read_gray(path).shape == upright.shape[:2]
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
+    """A PNG that states 30000 x 30000 pixels is refused before decoding (which would take ~2.7 GB)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + bytes(64 * 1024))
+    for read in (read_gray, read_color):
+        with pytest.raises(InputError, match=r"bomb\.png: 30000x30000 pixels, more than"):
+            read(bomb)

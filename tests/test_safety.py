@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fer_export.batch.results import ResultsWriter, journal_path, read_results
+from fer_export.batch.results import HEAD, ResultsWriter, journal_path, read_results
 from fer_export.batch.sources import collect_sources, escape_name, unescape_name
 from fer_export.cli.batch import main
 from fer_export.errors import ArtifactError, InputError
@@ -53,10 +53,12 @@ def no_traceback(res) -> None:
     assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit), res.output
 
 
-@pytest.mark.parametrize("raw", [b"a/b\xff.jpg", b"x\\y.jpg", "\u00fc/\u20ac.png".encode(), b"\\x41", b"plain.jpg"])
-def test_escaped_names_are_utf8_and_reversible(raw):
+@pytest.mark.parametrize("raw", [b"a/b\xff.jpg", b"x\\y.jpg", "\u00fc/\u20ac.png".encode(), b"\\x41", b"plain.jpg",
+                                 b"cr\rx.jpg", b"two\nlines.jpg", b"tab\t\x1b[31mred\x7f.jpg"])
+def test_escaped_names_are_utf8_one_line_and_reversible(raw):
     text = escape_name(os.fsdecode(raw))
     text.encode("utf-8")  # never raises
+    assert not any(ord(c) < 32 or ord(c) == 127 for c in text), text  # no line break, tab or escape sequence
     assert unescape_name(text) == raw
 
 
@@ -94,6 +96,51 @@ def test_no_output_may_replace_an_input_or_another_output(tmp_path, folder, tiny
     assert res.exit_code == 2, res.output
     assert res.output.count("\n") == 1 and res.output.startswith("Error: "), res.output  # one line
     assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("case", ["annotate inside the inputs", "plots into the input folder"])
+def test_pictures_are_never_written_among_the_inputs(tmp_path, folder, tiny_model, case):
+    """Annotated copies or plots inside an input folder would be inputs of the next run: refused at once."""
+    extra = ["--annotate", folder / "annotated"] if case == "annotate inside the inputs" else ["--plots", folder]
+    before = snapshot(folder)
+    res = batch(folder, "--out", tmp_path / "r.csv", "--model", tiny_model, "--detector", "none", *extra)
+    assert res.exit_code == 2 and "inside the input folder" in res.output and res.output.count("\n") == 1, res.output
+    assert snapshot(folder) == before and not (tmp_path / "r.csv").exists()
+
+
+@pytest.mark.parametrize("case", ["summary is another run's results", "summary is another run's journal",
+                                  "summary is not a summary", "summary exists", "out is not a results file",
+                                  "out is another run's journal", "summary is a fifo"])
+def test_only_fer_batch_files_are_replaced(tmp_path, folder, tiny_model, case):
+    """--overwrite and --resume replace a results CSV or a summary that fer-batch wrote, nothing else;
+    an existing summary needs --overwrite (or --resume) like the results."""
+    other = tmp_path / "other.csv"
+    first = batch(folder, "--out", other, "--model", tiny_model, "--detector", "none", "--summary", tmp_path / "s.csv")
+    assert first.exit_code == 0, first.output
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    out, extra = tmp_path / "r.csv", []
+    if case == "summary is another run's results":
+        extra = ["--overwrite", "--summary", other]
+    elif case == "summary is another run's journal":
+        extra = ["--overwrite", "--summary", journal_path(other)]
+    elif case == "summary is not a summary":
+        extra = ["--overwrite", "--summary", tmp_path / "notes.txt"]
+    elif case == "summary exists":
+        extra = ["--summary", tmp_path / "s.csv"]
+    elif case == "out is not a results file":
+        out, extra = tmp_path / "notes.txt", ["--overwrite"]
+    elif case == "out is another run's journal":
+        out, extra = journal_path(other), ["--overwrite"]
+    else:
+        os.mkfifo(tmp_path / "fifo")
+        extra = ["--summary", tmp_path / "fifo"]
+    before = snapshot(tmp_path)
+    res = batch(folder, "--out", out, "--model", tiny_model, "--detector", "none", *extra)
+    assert res.exit_code == 2 and res.output.startswith("Error: ") and res.output.count("\n") == 1, res.output
+    assert snapshot(tmp_path) == before
+    res = batch(folder, "--out", tmp_path / "r2.csv", "--model", tiny_model, "--detector", "none", "--overwrite",
+                "--summary", tmp_path / "s.csv")  # its own summary it may replace
+    assert res.exit_code == 0, res.output
 
 
 @pytest.mark.parametrize("case", ["a folder", "a folder with a slash", "/dev/full", "summary under a file",
@@ -148,12 +195,17 @@ def test_a_full_disk_mid_run_keeps_what_finished(tmp_path, monkeypatch, tiny_mod
 
 def test_a_second_run_on_the_same_out_is_refused(tmp_path, folder, tiny_model):
     out = tmp_path / "r.csv"
-    holder = ResultsWriter(out, ["source"], overwrite=True)  # a run in progress
+    (tmp_path / "link.csv").symlink_to(out)
+    holder = ResultsWriter(out, HEAD, overwrite=True)  # a run in progress
     try:
         res = batch(folder, "--out", out, "--model", tiny_model, "--resume")
         assert res.exit_code == 2 and f"being written by process {os.getpid()}" in res.output, res.output
+        for given in ("--resume", "--overwrite"):  # the same file through a link: the same lock
+            res = batch(folder, "--out", tmp_path / "link.csv", "--model", tiny_model, given)
+            assert res.exit_code == 2 and f"being written by process {os.getpid()}" in res.output, res.output
     finally:
         holder.close()
+    assert not (tmp_path / "link.csv.lock").exists() and not (tmp_path / "link.csv.progress").exists()
     res = batch(folder, "--out", out, "--model", tiny_model, "--detector", "none", "--overwrite")
     assert res.exit_code == 0, res.output
 
@@ -369,3 +421,57 @@ def test_a_commit_cut_off_before_its_journal_line_ends_the_writing(tmp_path, mon
     again = ResultsWriter(out, ["source", "status"], resume=True)  # input 1's journal line reached the
     assert [again.is_done(s.key, s.name) for s in sources] == [True, True, False]  # file on close
     again.close()
+
+
+def test_videos_that_differ_only_in_their_suffix_get_their_own_annotated_copy(tmp_path, videos, tiny_model,
+                                                                               yunet_model):
+    data = tmp_path / "in"
+    data.mkdir()
+    for suffix in (".mp4", ".avi", ".mkv"):  # each an MP4 inside: OpenCV reads it whatever its suffix
+        shutil.copy(videos / "pyfeat_single_face.mp4", data / f"clip{suffix}")
+    res = batch(data, "--out", tmp_path / "r.csv", "--model", tiny_model, "--yunet-model", yunet_model,
+                "--every-n", 25, "--annotate", tmp_path / "an")
+    assert res.exit_code == 0, res.output
+    copies = sorted((tmp_path / "an" / "in").iterdir())
+    assert len(copies) == 3 and all(p.suffix == ".mp4" and p.stat().st_size > 1000 for p in copies), copies
+
+
+@pytest.mark.parametrize("case", ["out name too long", "journal name too long", "model name too long"])
+def test_names_too_long_are_refused_in_one_line(tmp_path, folder, tiny_model, case):
+    out, extra = tmp_path / ("z" * 252 + ".csv"), []
+    if case == "journal name too long":  # the CSV's name fits, RESULTS.csv.progress would not
+        out = tmp_path / ("z" * 245 + ".csv")
+    elif case == "model name too long":
+        out, extra = tmp_path / "r.csv", ["--model", tmp_path / ("m" * 260 + ".onnx")]
+    res = batch(folder, "--out", out, "--detector", "none", *(extra or ["--model", tiny_model]))
+    error = res.output.strip().splitlines()[-1]  # a bad option value gets click's usage lines first
+    assert res.exit_code == 2 and "Traceback" not in res.output and error.startswith("Error: "), res.output
+    assert "too long" in error or "longer than" in error, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing written: no CSV, lock or journal
+
+
+def test_a_video_named_at_the_length_limit_still_gets_its_plot_and_copy(tmp_path, videos, tiny_model, yunet_model):
+    data = tmp_path / "in"
+    data.mkdir()
+    name = "v" * 251 + ".mp4"  # 255 bytes: its plot, NAME.png, would be 259
+    shutil.copy(videos / "pyfeat_single_face.mp4", data / name)
+    res = batch(data, "--out", tmp_path / "r.csv", "--model", tiny_model, "--yunet-model", yunet_model,
+                "--every-n", 25, "--plots", tmp_path / "pl", "--annotate", tmp_path / "an")
+    assert res.exit_code == 0, res.output
+    plots, copies = list((tmp_path / "pl" / "in").iterdir()), list((tmp_path / "an" / "in").iterdir())
+    assert [p.suffix for p in plots] == [".png"] and plots[0].stat().st_size > 1000
+    assert [p.name for p in copies] == [name] and copies[0].stat().st_size > 1000
+    assert len(plots[0].name.encode()) <= 255 and plots[0].name.startswith("v" * 200)
+
+
+def test_a_link_to_a_folder_inside_an_input_folder_is_listed_as_skipped(tmp_path, folder, tiny_model):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(folder / "a.jpg", outside / "b.jpg")
+    (folder / "ext").symlink_to(outside)
+    (folder / "loop").symlink_to(folder)
+    res = batch(folder, "--out", tmp_path / "r.csv", "--model", tiny_model, "--detector", "none")
+    assert res.exit_code == 0, res.output
+    skipped = [line for line in res.output.splitlines() if line.startswith("  skipped ")]
+    assert len(skipped) == 2 and all("link to a folder, not followed" in line for line in skipped), res.output
+    assert len(read_results(tmp_path / "r.csv")) == 3  # a.jpg, the bad name and z.jpg; nothing twice

@@ -20,6 +20,8 @@ KL(softmax(teacher / T) || softmax(student / T))`` with ``T = kd_temperature`` (
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
@@ -29,6 +31,8 @@ from fer_export.spec import ARCHITECTURES
 AUGS = ("seed", "tensor")
 TEACHER_MODELS = (".onnx", ".pth", ".pt")  # teacher files that are models (run over the training images)
 TEACHER_LOGITS = (".npz", ".npy")  # teacher files that hold precomputed logits
+#: Float fields, each of which must be a finite number (``--lr nan`` once trained to NaN weights and exited 0).
+FLOAT_FIELDS = ("lr", "weight_decay", "grad_clip", "label_smoothing", "mixup", "kd_alpha", "kd_temperature", "degrade")
 #: What a teacher sees: "clean" (each training image un-augmented, once per run) or "augmented" (each
 #: batch as the student sees it, every step: consistent teaching, Beyer et al. 2022).
 TEACHER_VIEWS = ("clean", "augmented")
@@ -135,6 +139,11 @@ def _problems(c: TrainConfig) -> list[str]:
               ("layer_lrs", LAYER_LRS), ("freeze", FREEZES), ("device", DEVICES)]
     p = [f"{name} must be one of {choices}, got {getattr(c, name)!r}"
          for name, choices in checks if getattr(c, name) not in choices]
+    bad = [name for name in FLOAT_FIELDS
+           if isinstance(getattr(c, name), bool) or not isinstance(getattr(c, name), (int, float))
+           or not math.isfinite(getattr(c, name))]
+    if bad:  # NaN compares False with every bound below, so it must be refused first
+        return p + [f"{name} must be a finite number, got {getattr(c, name)!r}" for name in bad]
     if c.img_size < 16:
         p.append(f"img_size must be at least 16, got {c.img_size}")
     for name in ("epochs", "batch_size"):
@@ -142,6 +151,9 @@ def _problems(c: TrainConfig) -> list[str]:
             p.append(f"{name} must be at least 1, got {getattr(c, name)}")
     if c.lr <= 0:
         p.append(f"lr must be positive, got {c.lr}")
+    for name in ("weight_decay", "grad_clip"):
+        if getattr(c, name) < 0:
+            p.append(f"{name} must be >= 0, got {getattr(c, name)}")
     if not 0 <= c.label_smoothing < 1:
         p.append(f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
     if c.mixup < 0:
@@ -171,4 +183,13 @@ def _problems(c: TrainConfig) -> list[str]:
         p.append(f"swa must be between 0 and epochs ({c.epochs}), got {c.swa}")
     if c.limit_per_class is not None and c.limit_per_class < 1:
         p.append(f"limit_per_class must be at least 1, got {c.limit_per_class}")
+    if c.data and c.out and _inside(c.out, c.data):
+        p.append(f"out {c.out!r} is inside the data folder {c.data!r}: the run's files would join the dataset; "
+                 "choose a folder outside it")
     return p
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (real paths: links and ``..`` do not hide it)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

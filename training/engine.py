@@ -1,6 +1,7 @@
 """The training step: optimizer, schedule, one epoch of training, evaluation."""
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 
@@ -116,9 +117,13 @@ def train_one_epoch(model, criterion, optimizer, scheduler, loader, device, conf
         optimizer.step()
         if per_batch:
             scheduler.step()
+        value = loss.item()  # read after the step, as before: no extra wait for the device mid-step
+        if not math.isfinite(value):  # diverged: this epoch's weights are lost, and train.check_finite
+            return {"loss": value, "acc": 0.0, "images": seen, "seconds": time.perf_counter() - start,
+                    "images_per_s": 0.0}  # stops the run before they are saved
         pred = out.argmax(1)
         n = y.shape[0]
-        total_loss += loss.item() * n
+        total_loss += value * n
         correct += (lam * (pred == y_a).sum() + (1 - lam) * (pred == y_b).sum()).item()
         seen += n
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")

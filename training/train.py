@@ -11,6 +11,7 @@ would, without saving generator states.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,17 @@ def run_epoch(epoch: int, model, criterion, optimizer, scheduler, loaders, devic
     return epoch_row(epoch, train, val, optimizer)
 
 
+def check_finite(row: dict, run_dir: Path, kept: bool, config: TrainConfig) -> None:
+    """Stop a run whose loss became NaN or infinite (a too-high learning rate): its weights are lost, and
+    saving them would make a NaN model the "best" one. ``kept``: earlier epochs were saved."""
+    bad = next((k for k in ("train_loss", "val_loss") if not math.isfinite(row[k])), None)
+    if bad is None:
+        return
+    saved = (f"the last good epoch is kept in {run_dir / LAST}" if kept else "nothing was saved")
+    raise InputError(f"training diverged in epoch {row['epoch']}: the {bad.replace('_', ' ')} became {row[bad]}; "
+                     f"{saved}. Lower --lr (now {config.lr:g}) or clip gradients (--grad-clip), and rerun")
+
+
 def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Train as ``config`` says (or continue ``config.out`` when ``config.resume``)."""
     run_dir = Path(config.out)
@@ -169,6 +181,7 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
             start = time.perf_counter()
             row = run_epoch(epoch, model, criterion, optimizer, scheduler, (train_loader, val_loader), device, config,
                             online)
+            check_finite(row, run_dir, bool(state["history"]), config)
             state["history"].append(row)
             state["elapsed"] += time.perf_counter() - start
             if row["val_acc"] > state["best_acc"]:

@@ -6,6 +6,8 @@ imported only here).
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path, PurePath
 from typing import Sequence
 
@@ -20,11 +22,22 @@ from .sources import Source, open_video
 COLOR = (40, 220, 40)  # BGR
 
 
+#: The longest file name written, in bytes (most file systems take 255): a longer one is shortened.
+NAME_MAX = 255
+
+
 def output_path(out_dir: str | Path, name: str, suffix: str | None = None) -> Path:
-    """Where a source's picture goes: its name under ``out_dir``, without ``..`` or a root."""
+    """Where a source's picture goes: its name under ``out_dir``, without ``..`` or a root, with
+    ``suffix`` instead of its own; a file name too long to write (an input's name at the limit plus
+    ``.png``) is cut and given a hash of the whole name, so that it stays unique."""
     parts = [p for p in PurePath(name).parts if p not in ("..", ".") and not PurePath(p).anchor]
     path = Path(out_dir).joinpath(*parts)
-    return path.with_suffix(suffix) if suffix else path
+    path = path.with_suffix(suffix) if suffix else path
+    if len(os.fsencode(path.name)) <= NAME_MAX:
+        return path
+    tail = "~" + hashlib.sha256(os.fsencode(path.name)).hexdigest()[:12] + path.suffix
+    head = os.fsencode(path.stem)[:NAME_MAX - len(tail.encode())].decode("utf-8", "ignore")
+    return path.with_name(head + tail)
 
 
 def draw_faces(image: np.ndarray, rows) -> np.ndarray:

@@ -93,7 +93,7 @@ class BatchConfig:
         for name in ("out", "summary", "annotate", "plots"):
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, Path(value))
+                object.__setattr__(self, name, _through_link(Path(value)))
         _raise(_batch_problems(self))
 
     @classmethod
@@ -108,6 +108,16 @@ class BatchConfig:
         work = WorkConfig(**{k: v for k, v in given.items() if k in work_names})
         return cls(inputs=tuple(inputs), out=out, work=work,
                    **{k: v for k, v in given.items() if k not in work_names})
+
+
+def _through_link(path: Path) -> Path:
+    """``path``, or where it points when it is a symbolic link: the lock, the journal and the writes
+    then all belong to the one file, however it is named (two runs, one through a link, would
+    otherwise write the same CSV under two locks)."""
+    try:
+        return Path(os.path.realpath(path)) if path.is_symlink() else path
+    except OSError:  # a name too long to look up: check_outputs reports it
+        return path
 
 
 def _raise(problems: list[str]) -> None:

@@ -24,10 +24,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import FerExportError, InputError
+from ..errors import InputError, OutputError
 
 HEAD = ("source", "kind", "frame", "timestamp_s", "face", "track", "x", "y", "w", "h", "det_score",
         "emotion", "confidence")
+#: How a results CSV and a summary CSV begin: --overwrite and --resume replace only such files.
+RESULTS_HEAD = ",".join(HEAD[:4]) + ","
+SUMMARY_HEAD = "source,kind,track,frames,faces,emotion,"
 TAIL = ("status", "error")
 STATUSES = ("ok", "no_face", "error")
 
@@ -77,10 +80,6 @@ def _csv_lines(rows: Sequence[Sequence[str]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     return buf.getvalue()
-
-
-class OutputError(FerExportError):
-    """An output cannot be written (full disk, read-only folder, another run holds it)."""
 
 
 def write_failed(path: Path, exc: OSError) -> OutputError:
@@ -310,7 +309,17 @@ def summarize(results: str | Path, out: str | Path, detector: str = "") -> Path:
                          "status": status, "detector": detector})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).astype({"track": "Int64"}).to_csv(out, index=False)
+    text = pd.DataFrame(rows).astype({"track": "Int64"}).to_csv(index=False)
+    tmp = out.with_name(f".fer-batch-summary-{os.getpid()}.tmp")
+    try:  # written whole, then renamed: a full disk leaves the previous summary, never half a new one
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(out)) from exc
     return out
 
 

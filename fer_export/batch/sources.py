@@ -11,6 +11,7 @@ its path is spelled.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -42,12 +43,17 @@ def kind_of(path: Path) -> str:
     return "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"
 
 
+#: Characters written as ``\\xHH``: the C0 controls and DEL (a line break or carriage return in a
+#: name would split a CSV row or a console line; an escape sequence would rewrite the terminal).
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def escape_name(path: str | Path) -> str:
-    """A path as text that is always valid UTF-8 and can be turned back into the path's bytes: a
-    backslash is written twice, and each byte that is not part of valid UTF-8 as ``\\xHH``
-    (:func:`unescape_name` reverses it)."""
+    """A path as text that is always valid UTF-8, on one line, and can be turned back into the
+    path's bytes: a backslash is written twice, and each byte that is not part of valid UTF-8, or is
+    a control character (line breaks, tabs, escape), as ``\\xHH`` (:func:`unescape_name` reverses it)."""
     text = os.fsdecode(os.fsencode(path))
-    if "\\" not in text:
+    if "\\" not in text and not _CONTROL.search(text):
         try:
             text.encode("utf-8")  # no stand-ins for undecodable bytes: nothing to escape
             return text
@@ -59,6 +65,8 @@ def escape_name(path: str | Path) -> str:
             out.append("\\\\")
         elif "\udc80" <= ch <= "\udcff":  # os.fsdecode's stand-in for an undecodable byte
             out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif _CONTROL.match(ch):
+            out.append(f"\\x{ord(ch):02x}")
         else:
             out.append(ch)
     return "".join(out)
@@ -116,13 +124,20 @@ def collect_sources(inputs: Sequence[str | Path], skipped: list[Skipped] | None 
             if key in seen:
                 continue
             seen.add(key)
-            out_name = escape_name(out_name)
-            while out_name in outs:  # two inputs of the same name from different places
+            out_name, kind = escape_name(out_name), kind_of(path)
+            # two inputs of the same name from different places, or videos that differ only in their
+            # suffix (clip.avi, clip.mkv: both annotated as clip.mp4)
+            while out_name in outs or _as_video(out_name, kind) in outs:
                 stem, dot, ext = out_name.rpartition(".")
                 out_name = f"{stem}_{len(outs)}.{ext}" if dot else f"{out_name}_{len(outs)}"
-            outs.add(out_name)
-            out.append(Source(path, escape_name(name), kind_of(path), key, out_name))
+            outs.update({out_name, _as_video(out_name, kind)})
+            out.append(Source(path, escape_name(name), kind, key, out_name))
     return out
+
+
+def _as_video(out_name: str, kind: str) -> str:
+    """The name of ``out_name``'s annotated copy: a video's is an MP4."""
+    return str(PurePath(out_name).with_suffix(".mp4")) if kind == "video" else out_name
 
 
 def _folder_entries(root: Path) -> Iterator[tuple[tuple[str, ...], os.DirEntry]]:
@@ -164,6 +179,8 @@ def _not_an_input(entry: os.DirEntry) -> str:
     """Why an entry found in a folder is not an input ("" when it is one)."""
     try:
         if entry.is_dir():
+            if entry.is_symlink():  # not followed, as find and rglob do not: it may loop, or lead anywhere
+                return "a link to a folder, not followed: give it as an input to include it"
             return "folder"
         if not entry.is_file():
             return "broken or looping link" if entry.is_symlink() else "not a regular file"

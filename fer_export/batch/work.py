@@ -17,14 +17,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..preprocess import read_color, read_gray, to_gray
 from ..runtime import EmotionClassifier
 from .config import BatchConfig, WorkConfig
 from .faces import Face, open_detector, second_looks
 from .annotate import output_path
-from .results import (BatchReport, OutputError, ResultsWriter, columns, journal_path, lock_path, make_row,
-                      source_status, summarize)
+from .results import (RESULTS_HEAD, SUMMARY_HEAD, BatchReport, ResultsWriter, columns, journal_path, lock_path,
+                      make_row, printable, source_status, summarize)
 from .sources import FrameSampler, Source, collect_sources, count_frames, escape_name, is_face_crop
 
 Log = Callable[[str], None]
@@ -229,18 +229,33 @@ def run_settings(work: WorkConfig, models: dict) -> dict:
 
 
 def check_outputs(config: BatchConfig, sources: list[Source]) -> None:
-    """Before any input is processed: no output may replace an input or another output, and every
-    output folder must be writable. Raises :class:`~.results.OutputError` naming the option."""
+    """Before any input is processed: no output may replace an input, another output or a file that
+    is not one of fer-batch's own, no annotated copy or plot may land among the inputs, and every
+    output folder must be writable. Raises :class:`~fer_export.errors.OutputError` naming the option."""
+    try:
+        _check_outputs(config, sources)
+    except OSError as exc:  # a name too long to look up, a folder that may not be searched
+        raise OutputError(f"{printable(str(exc.filename or config.out))}: {exc.strerror or exc}; "
+                          "choose another path") from None
+
+
+def _check_outputs(config: BatchConfig, sources: list[Source]) -> None:
     inputs = {s.key for s in sources}
     out = config.out
     if str(out).endswith(("/", os.sep)) or out.is_dir():
         raise OutputError(f"--out {out} is a folder; give the results file's name, e.g. {out / 'results.csv'}")
-    if out.exists() and not out.is_file():
-        raise OutputError(f"--out {out} is not a regular file; give the results file's name")
+    _check_own("--out", out, RESULTS_HEAD, "results CSV")
     files = {"--out": out, "its journal": journal_path(out), "its lock": lock_path(out)}
+    for name, path in files.items():
+        _check_name_length("--out" if name == "--out" else f"--out {out}: {name}", path)
     if config.summary:
         if config.summary.is_dir():
             raise OutputError(f"--summary {config.summary} is a folder; give the summary file's name")
+        _check_own("--summary", config.summary, SUMMARY_HEAD, "summary")
+        if _nonempty(config.summary) and not (config.resume or config.overwrite):
+            raise OutputError(f"--summary {config.summary} already exists; pass --overwrite to replace it "
+                              "(or --resume, which writes it again), or choose another path")
+        _check_name_length("--summary", config.summary)
         files["--summary"] = config.summary
     seen: dict[str, str] = {}
     for option, path in files.items():
@@ -250,21 +265,64 @@ def check_outputs(config: BatchConfig, sources: list[Source]) -> None:
         if real in seen:
             raise OutputError(f"{option} {path} is the same file as {seen[real]}; choose another path")
         seen[real] = option
+    folders = [os.path.realpath(p) for p in config.inputs if p.is_dir()]
     for option, folder in (("--annotate", config.annotate), ("--plots", config.plots)):
         if folder is None:
             continue
+        real = os.path.realpath(folder)
+        inside = next((f for f in folders if real == f or real.startswith(f.rstrip(os.sep) + os.sep)), None)
+        if inside is not None:
+            raise OutputError(f"{option} {folder} is inside the input folder {printable(inside)}: "
+                              "its pictures would be inputs of the next run; choose a folder outside the inputs")
         for s in sources:
-            if option == "--plots":
-                planned = output_path(folder, s.out_name + ".png")
-            else:
-                planned = output_path(folder, s.out_name, ".mp4" if s.kind == "video" else None)
+            planned = planned_output(folder, s, option)
             if os.path.realpath(planned) in inputs or os.path.realpath(planned) in seen:
                 raise OutputError(f"{option} {folder} would overwrite {planned}, an input or another output; "
                                   "choose an empty folder outside the inputs")
+            seen[os.path.realpath(planned)] = option
     for option, folder in [("--out", out.parent), ("--summary", config.summary and config.summary.parent),
                            ("--annotate", config.annotate), ("--plots", config.plots)]:
         if folder is not None:
             _check_writable(option, Path(folder))
+
+
+def planned_output(folder: Path, source: Source, option: str) -> Path:
+    """Where ``--plots`` (a PNG) or ``--annotate`` (a copy; an MP4 for a video) puts ``source``'s picture."""
+    if option == "--plots":
+        return output_path(folder, source.out_name + ".png")
+    return output_path(folder, source.out_name, ".mp4" if source.kind == "video" else None)
+
+
+def _nonempty(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+def _check_own(option: str, path: Path, head: str, what: str) -> None:
+    """An existing ``path`` must be a regular file, and if it has content, one of fer-batch's ``what``
+    files (its first line starts with ``head``): --overwrite and --resume replace only those."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise OutputError(f"{option} {path} is not a regular file; give the {what} file's name")
+    if path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        first = f.read(len(head))
+    if first != head.encode():
+        raise OutputError(f"{option} {path} exists and is not a fer-batch {what} (its first line is not the "
+                          f"{what} header); fer-batch replaces only its own files: choose another path")
+
+
+def _check_name_length(option: str, path: Path) -> None:
+    """A file name longer than its folder takes fails only when first written, which can be after the
+    whole run (the summary) or every time again (the journal): refuse it before."""
+    try:
+        limit = os.pathconf(path.parent if path.parent.is_dir() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    if len(os.fsencode(path.name)) > limit:
+        raise OutputError(f"{option} {printable(str(path))}: the file name is longer than the {limit} bytes "
+                          "a name may have here; choose a shorter name")
 
 
 def _check_writable(option: str, folder: Path) -> None:
@@ -317,23 +375,31 @@ class _NoBar:
 def finish(config: BatchConfig, sources: list[Source], report: BatchReport, started: float) -> BatchReport:
     """The epilogue: the summary CSV, plots and annotated copies the config asks for, read back from
     the results CSV; the run's duration."""
-    try:
-        _extras(config, sources, report)
-    except OSError as exc:
-        raise OutputError(f"the results are complete in {config.out}, but an extra output failed: "
-                          f"{exc.filename or ''}: {exc.strerror or exc}; rerun with --resume to write it") from exc
+    for option, where, write in _extras(config, sources, report):
+        try:
+            write()
+        except OSError as exc:
+            raise OutputError(f"the results are complete in {config.out}, but {option} failed: "
+                              f"{printable(str(exc.filename or where))}: {exc.strerror or exc}; "
+                              "free space or fix the folder, then rerun with --resume to write it") from exc
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _extras(config: BatchConfig, sources: list[Source], report: BatchReport) -> None:
+def _extras(config: BatchConfig, sources: list[Source], report: BatchReport) -> list[tuple[str, Path, Callable]]:
+    """``(option, path, write)`` of each extra output the config asks for."""
+    extras = []
     if config.summary:
-        report.outputs.append(summarize(config.out, config.summary, report.detector))
+        extras.append(("--summary", config.summary,
+                       lambda: report.outputs.append(summarize(config.out, config.summary, report.detector))))
     if config.plots:
         from .annotate import plot_videos
 
-        report.outputs += plot_videos(config.out, config.plots, sources)
+        extras.append(("--plots", config.plots,
+                       lambda: report.outputs.extend(plot_videos(config.out, config.plots, sources))))
     if config.annotate:
         from .annotate import annotate_sources
 
-        report.outputs += annotate_sources(config.out, sources, config.annotate)
+        extras.append(("--annotate", config.annotate,
+                       lambda: report.outputs.extend(annotate_sources(config.out, sources, config.annotate))))
+    return extras

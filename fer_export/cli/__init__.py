@@ -10,6 +10,7 @@ Exit codes shared by every command:
 from __future__ import annotations
 
 import functools
+import math
 import sys
 
 import click
@@ -26,7 +27,10 @@ class UserError(click.ClickException):
 
 
 def library_errors(fn):
-    """Decorator: turn :class:`FerExportError` raised by library code into a clean CLI error."""
+    """Decorator: turn :class:`FerExportError` raised by library code into a clean CLI error, an
+    ``OSError`` the library did not foresee (a full disk, a vanished folder) into one naming its file,
+    and Ctrl-C into a one-line message and exit status 130 (click's own handling says "Aborted!" and
+    exits 1, which means "a check failed")."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -34,8 +38,28 @@ def library_errors(fn):
             return fn(*args, **kwargs)
         except FerExportError as exc:
             raise UserError(str(exc)) from exc
+        except KeyboardInterrupt:
+            echo_err("interrupted (Ctrl-C); no unfinished output was put in place")
+            exit_with(EXIT_INTERRUPTED)
+        except OSError as exc:
+            from ..folders import os_error_reason
+
+            where = f"{exc.filename}: " if exc.filename is not None else ""
+            raise UserError(f"{where}{os_error_reason(exc)}") from exc
 
     return wrapper
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that refuses ``nan`` and ``inf`` (which compare False with every bound)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def echo_err(message: str) -> None:

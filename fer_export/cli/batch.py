@@ -39,8 +39,11 @@ def _local_cluster(ctx, param, value: str | None) -> str | None:
 
 def _model(ctx, param, value):
     """--model: a bundled model's name, or an existing file."""
-    if value is None or value in BUNDLED_MODELS or Path(value).is_file():
-        return value
+    try:
+        if value is None or value in BUNDLED_MODELS or Path(value).is_file():
+            return value
+    except OSError as exc:  # a name too long to look up
+        raise click.BadParameter(f"{value!r}: {exc.strerror or exc}") from None
     raise click.BadParameter(f"{value!r} is neither a bundled model ({', '.join(BUNDLED_MODELS)}) nor a file")
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from . import library_errors
-from ..evaluate import evaluate_folder, plot_confusion
+from ..evaluate import CONFUSION_SUFFIXES, check_confusion_path, evaluate_folder, plot_confusion
+from ..folders import check_outputs, write_file
 from ..runtime import BUNDLED_MODELS, PROVIDERS, resolve_model
 
 
@@ -18,7 +19,8 @@ from ..runtime import BUNDLED_MODELS, PROVIDERS, resolve_model
 accurate, fast) on DATA/SPLIT/<emotion>/*.jpg
 (or DATA/<emotion>/*.jpg): prints accuracy and the per-class precision/recall/F1 report.
 Images are read as grayscale and resized to the model's embedded input size.
-Exit codes: 0 done, 2 usage or input error (missing folder, wrong label folders, bad model file).""")
+Exit codes: 0 done, 2 usage or input error (missing folder, wrong label folders, bad model file, a
+--report/--confusion that would overwrite an input or cannot be written), 130 interrupted.""")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Dataset root (with SPLIT/ inside) or a folder of emotion sub-folders.")
@@ -27,7 +29,8 @@ Exit codes: 0 done, 2 usage or input error (missing folder, wrong label folders,
 @click.option("--limit-per-class", type=click.IntRange(min=1), help="Seeded sample of at most N images per class.")
 @click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True,
               help="onnxruntime execution provider (.onnx only).")
-@click.option("--confusion", type=click.Path(dir_okay=False, path_type=Path), help="Write the confusion matrix PNG.")
+@click.option("--confusion", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"Write the confusion matrix as an image ({', '.join(CONFUSION_SUFFIXES)}).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the classification report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of text.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
@@ -35,11 +38,13 @@ Exit codes: 0 done, 2 usage or input error (missing folder, wrong label folders,
 def main(model, data, split, batch_size, limit_per_class, provider, confusion, report, as_json, progress):
     if str(model) in BUNDLED_MODELS:
         model = resolve_model(str(model), provider)
+    if confusion:
+        check_confusion_path(confusion)
+    check_outputs([("the model", model)], [("--report", report), ("--confusion", confusion)])
     result = evaluate_folder(model, data, split, batch_size, limit_per_class, provider, progress)
     text = result.classification_report()
     if report:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(text)
+        write_file(report, text)
     if confusion:
         plot_confusion(result.confusion, result.labels, confusion,
                        title=f"{model.name} ({result.format}): accuracy {result.accuracy:.2%}")

@@ -2,7 +2,8 @@
 
 Every export is checked against PyTorch before it is put in place: a failed artifact is kept as
 ``NAME.failed.onnx`` / ``NAME.failed.pt`` and the command exits 1. Exit codes: 0 ok, 1 a parity or
-accuracy check failed, 2 usage or input error (missing or unreadable checkpoint, bad folder).
+accuracy check failed, 2 usage or input error (missing or unreadable checkpoint, bad folder, an output that
+would overwrite an input or cannot be written, a full disk), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import click
 
 from ..export.artifact import TTA_MODES
-from . import EXIT_FAILED, EXIT_OK, exit_with, library_errors
+from ..folders import check_outputs, write_file
+from . import EXIT_FAILED, EXIT_OK, FiniteFloat, exit_with, library_errors
 
 _path = click.Path(path_type=Path)
 _data = click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -34,12 +36,21 @@ def _batch(value: str):
         raise click.BadParameter("use 'dynamic' or a positive integer") from None
 
 
+def _check_paths(inputs: list[tuple[str, Path | None]], artifacts: list[tuple[Path, str]], json_out: Path | None):
+    """Before any work: no file the command may write (each artifact, its ``.failed`` copy, the --json
+    report) is an input or another output, and each can be written."""
+    from ..export import gate_outputs
+
+    outputs = [o for path, what in artifacts for o in gate_outputs(path, what)]
+    check_outputs(inputs, outputs + [("--json", json_out)])
+
+
 def _finish(results: list, json_out: Path | None) -> None:
     """Print every result, write the JSON report, exit 0 when all passed else 1."""
     for r in results:
         click.echo(r.summary())
     if json_out:
-        json_out.write_text(json.dumps([r.to_dict() for r in results], indent=2))
+        write_file(json_out, json.dumps([r.to_dict() for r in results], indent=2))
     exit_with(EXIT_OK if all(r.passed for r in results) else EXIT_FAILED)
 
 
@@ -57,7 +68,8 @@ HELP = """Export a checkpoint to ONNX or TorchScript behind a parity gate, and v
 
 Every export is checked against PyTorch before it is put in place: a failed artifact is kept as
 NAME.failed.onnx / NAME.failed.pt and the command exits 1. Exit codes: 0 ok, 1 a parity or
-accuracy check failed, 2 usage or input error (missing or unreadable checkpoint, bad folder).
+accuracy check failed, 2 usage or input error (missing or unreadable checkpoint, bad folder, an output that
+would overwrite an input or cannot be written, a full disk), 130 interrupted.
 """
 
 
@@ -87,8 +99,8 @@ def main():
                    "closest to fp32's on 256 other --calib images (MinMax calibration is sensitive to its sample).")
 @click.option("--eval-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Labelled folder (<emotion>/*.jpg) to judge int8 accuracy on. Default: --calib.")
-@click.option("--eval-limit", type=int, help="Use at most this many images per class of --eval-data.")
-@click.option("--max-drop", type=float, help="Largest accepted int8 accuracy drop in points (default 1.0).")
+@click.option("--eval-limit", type=click.IntRange(min=1), help="Use at most this many images per class of --eval-data.")
+@click.option("--max-drop", type=FiniteFloat(), help="Largest accepted int8 accuracy drop in points (default 1.0).")
 @click.option("--accept-drop", is_flag=True, help="Keep the int8 model even if its accuracy drops more.")
 @_tta
 @_data
@@ -96,13 +108,15 @@ def main():
 @library_errors
 def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, calib_tries, eval_data, eval_limit,
          max_drop, accept_drop, tta, data, json_out):
-    from ..export import export, export_int8
+    from ..export import export, export_int8, output_path, sibling
 
     if int8 and not calib:
         raise click.UsageError("--int8 needs --calib DIR (real face images to calibrate on)")
+    inputs = [("the model", checkpoint)]
     if checkpoint.suffix.lower() == ".onnx":
         graph_options = tta != "none" or batch != "dynamic" or opset != 18  # these need a checkpoint
         if int8 and not (with_preprocessing or output or graph_options):
+            _check_paths(inputs, [(sibling(checkpoint, "int8"), "the int8 model")], json_out)
             _finish([_run(export_int8, None, checkpoint, calib, eval_data=eval_data, data=data, max_drop_pp=max_drop,
                           accept_drop=accept_drop, limit_per_class=eval_limit, calib_tries=calib_tries)], json_out)
             return
@@ -110,6 +124,9 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, cali
         return
     if int8 and (with_preprocessing or batch != "dynamic"):
         raise click.UsageError("--int8 works on the plain dynamic-batch graph; drop --with-preprocessing/--batch")
+    final = output_path("onnx", checkpoint, output)
+    _check_paths(inputs, [(final, "the onnx export")] + ([(sibling(final, "int8"), "the int8 model")] if int8 else []),
+                 json_out)
     results = [_run(export, "onnx", checkpoint, output, data=data, tta=tta, opset=opset, batch=batch,
                     with_preprocessing=with_preprocessing)]
     if int8 and results[0].passed:
@@ -121,12 +138,13 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, cali
 
 def _embed(model, output, with_preprocessing, other_options, data, json_out):
     """`fer-export onnx MODEL.onnx --with-preprocessing`: the embeddable uint8-input graph of an ONNX file."""
-    from ..export.embed import embed_onnx
+    from ..export.embed import embed_onnx, embed_path
 
     if not with_preprocessing or other_options:
         raise click.UsageError(f"{model} is already ONNX: what can be added is its preprocessing "
                                "(--with-preprocessing, with -o/--data/--json) or, alone, its int8 copy (--int8 "
                                "--calib DIR, beside it); --tta/--batch/--opset take a checkpoint")
+    _check_paths([("the model", model)], [(embed_path(model, output), "the embeddable model")], json_out)
     _finish([_run(embed_onnx, model, output, data=data)], json_out)
 
 
@@ -139,8 +157,10 @@ def _embed(model, output, with_preprocessing, other_options, data, json_out):
 @_json
 @library_errors
 def torchscript(checkpoint, output, tta, data, json_out):
-    from ..export import export
+    from ..export import export, output_path
 
+    _check_paths([("the checkpoint", checkpoint)], [(output_path("torchscript", checkpoint, output),
+                                                      "the torchscript export")], json_out)
     _finish([_run(export, "torchscript", checkpoint, output, data=data, tta=tta)], json_out)
 
 
@@ -151,8 +171,10 @@ def torchscript(checkpoint, output, tta, data, json_out):
 @_json
 @library_errors
 def all_formats(checkpoint, tta, data, json_out):
-    from ..export import FORMATS, export
+    from ..export import FORMATS, export, output_path
 
+    _check_paths([("the checkpoint", checkpoint)],
+                 [(output_path(fmt, checkpoint), f"the {fmt} export") for fmt in FORMATS], json_out)
     _finish([_run(export, fmt, checkpoint, data=data, tta=tta) for fmt in FORMATS], json_out)
 
 
@@ -166,6 +188,7 @@ def all_formats(checkpoint, tta, data, json_out):
 def verify(artifact, checkpoint, data, json_out):
     from ..export.verify import verify as verify_artifact
 
+    _check_paths([("the artifact", artifact), ("the checkpoint", checkpoint)], [], json_out)
     _finish([verify_artifact(artifact, checkpoint, data)], json_out)
 
 

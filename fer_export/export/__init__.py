@@ -7,7 +7,8 @@ One module per format (:mod:`.onnx`, :mod:`.torchscript`), each with the same th
 * ``stamp_<fmt>(path, metadata)`` rewrites its metadata (to add the parity result).
 
 :func:`export` (and :func:`export_int8`, which writes ``NAME.int8.onnx`` from the fp32 ONNX file)
-go through one gate, :func:`publish`: the artifact is written to ``NAME.tmp<suffix>``, checked
+go through one gate, :func:`publish`: the artifact is written to a temporary file beside it (a
+unique name, never an input's: :func:`temp_beside`), checked
 against PyTorch eager (and, for int8, judged on accuracy), the results are embedded in its metadata
 (``META_PARITY``), and only then is it moved into place. When a check fails the file is kept as
 ``NAME.failed<suffix>`` for inspection, any older artifact at ``NAME<suffix>`` is removed (a stale
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 from ..errors import ArtifactError, ExportError, ParityError
+from ..folders import cannot_write, check_outputs
 from ..spec import INPUT_NORMALIZED, INPUT_UINT8, META_PARITY, META_SOURCE_SHA256, META_TTA, ModelSpec
 from .artifact import TTA_MODES, Artifact, build_metadata
 from .onnx import export_onnx, load_onnx, stamp_onnx
@@ -62,6 +65,45 @@ def open_artifact(path: str | Path) -> Artifact:
 def sibling(path: Path, tag: str) -> Path:
     """``best_model.onnx`` + ``failed`` -> ``best_model.failed.onnx``."""
     return path.with_name(f"{path.stem}.{tag}{path.suffix}")
+
+
+def output_path(fmt: str, checkpoint: str | Path, output: str | Path | None = None) -> Path:
+    """Where :func:`export` puts ``checkpoint``'s ``fmt`` artifact: ``output``, else beside the checkpoint."""
+    return Path(output) if output else Path(checkpoint).with_suffix(FORMATS[fmt].suffix)
+
+
+def gate_outputs(final: Path, what: str) -> list[tuple[str, Path]]:
+    """The files the gate may write for an artifact at ``final``: it, and its ``NAME.failed<suffix>``."""
+    return [(what, final), ("the failed copy", sibling(final, "failed"))]
+
+
+def temp_beside(final: Path) -> Path:
+    """A new empty file in ``final``'s folder for the artifact to be written to before it is checked: a
+    unique name, so never an input's (``NAME.tmp<suffix>`` was the checkpoint ``w.tmp.pth`` for ``-o w.pth``),
+    with the permissions a new file gets."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}")
+        os.close(fd)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(name, 0o666 & ~mask)
+    except OSError as exc:
+        raise cannot_write(final, exc) from exc
+    return Path(name)
+
+
+def write_artifact(write: Callable[[], Any], tmp: Path, final: Path) -> Any:
+    """Run ``write`` (which writes ``tmp``) and return what it returns; on any failure remove ``tmp``, and
+    report a failed write (a full disk) as a one-line error naming ``final``."""
+    try:
+        return write()
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise cannot_write(final, exc) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -110,13 +152,16 @@ def settle(result: ExportResult, tmp: Path, final: Path, stamp: Callable[[Path, 
     """The end of the gate: embed the checks' results in ``tmp``, then move it to ``final`` when they
     passed, else to ``NAME.failed<suffix>`` (removing any stale ``final``) and raise ParityError."""
     record = result.parity.to_dict() | {"judged": [r.to_dict() for r in result.extra]}
-    stamp(tmp, {**metadata, META_PARITY: json.dumps(record, sort_keys=True)})
     failed = sibling(final, "failed")
+
+    def put_in_place():
+        stamp(tmp, {**metadata, META_PARITY: json.dumps(record, sort_keys=True)})
+        os.replace(tmp, final if result.passed else failed)
+
+    write_artifact(put_in_place, tmp, final)
     if result.passed:
-        os.replace(tmp, final)
         failed.unlink(missing_ok=True)
         return result
-    os.replace(tmp, failed)
     final.unlink(missing_ok=True)
     result.path = failed
     raise ParityError(f"{what} failed its checks; the file is kept for inspection as {failed}\n"
@@ -148,19 +193,15 @@ def export(fmt: str, checkpoint: str | Path, output: str | Path | None = None, *
 
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {sorted(FORMATS)}")
-    model, spec = reference_model(checkpoint, tta)
-    final = Path(output) if output else Path(checkpoint).with_suffix(FORMATS[fmt].suffix)
-    if final.resolve() == Path(checkpoint).resolve():
+    final = output_path(fmt, checkpoint, output)
+    if os.path.realpath(final) == os.path.realpath(checkpoint):
         raise ExportError(f"{final}: the export would overwrite its own checkpoint; choose another path with -o")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = sibling(final, "tmp")
+    check_outputs([("the checkpoint", checkpoint)], gate_outputs(final, f"the {fmt} export"))
+    model, spec = reference_model(checkpoint, tta)
     input_format = INPUT_UINT8 if options.get("with_preprocessing") else INPUT_NORMALIZED
     metadata = build_metadata(spec, sha256_file(checkpoint), input_format=input_format, tta=tta)
-    try:
-        FORMATS[fmt].export(model, spec, tmp, metadata, **options)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    tmp = temp_beside(final)
+    write_artifact(lambda: FORMATS[fmt].export(model, spec, tmp, metadata, **options), tmp, final)
     return publish(fmt, tmp, final, metadata, model, spec, data)
 
 
@@ -209,14 +250,16 @@ def export_int8(checkpoint: str | Path | None, fp32: str | Path, calib: str | Pa
     else:
         (model, spec), source_sha256 = reference_model(checkpoint, tta), sha256_file(checkpoint)
     final = sibling(fp32, "int8")
-    tmp = sibling(final, "tmp")
+    check_outputs([("the checkpoint", checkpoint), ("the fp32 model", fp32)], gate_outputs(final, "the int8 model"))
     metadata = build_metadata(spec, source_sha256, precision="int8", tta=tta)
-    try:
-        calibration = quantize_int8(fp32, tmp, spec, calib, tries=calib_tries)
+    tmp = temp_beside(final)
+
+    def write():
+        written = quantize_int8(fp32, tmp, spec, calib, tries=calib_tries)
         FORMATS["onnx"].stamp(tmp, metadata)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        return written
+
+    calibration = write_artifact(write, tmp, final)
 
     def accuracy(path: Path):
         report = judge(fp32, path, spec, eval_data or calib, accept_drop=accept_drop, limit_per_class=limit_per_class,

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from ..errors import ArtifactError
+from ..errors import ArtifactError, SpecError
 from ..spec import (INPUT_NORMALIZED, META_INPUT, META_PARITY, META_PRECISION, META_SOURCE_SHA256, META_SPEC,
                     META_TTA, META_VERSION, ModelSpec)
 
@@ -34,7 +34,10 @@ class Artifact:
     def spec(self) -> ModelSpec:
         if META_SPEC not in self.metadata:
             raise ArtifactError(f"{self.path}: has no '{META_SPEC}' metadata; it was not exported by fer-export")
-        return ModelSpec.from_json(self.metadata[META_SPEC])
+        try:
+            return ModelSpec.from_json(self.metadata[META_SPEC])
+        except SpecError as exc:
+            raise ArtifactError(f"{self.path}: its embedded '{META_SPEC}' is invalid: {exc}") from exc
 
     @property
     def input_format(self) -> str:

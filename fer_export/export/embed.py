@@ -22,7 +22,8 @@ import numpy as np
 from ..errors import ArtifactError, ExportError
 from ..spec import META_INPUT, META_PARITY, ModelSpec
 from ..spec import INPUT_NORMALIZED, INPUT_UINT8
-from . import ExportResult, settle, sibling
+from ..folders import check_outputs
+from . import ExportResult, gate_outputs, settle, sibling, temp_beside, write_artifact
 from .onnx import MIN_OPSET, _set_props, load_onnx, stamp_onnx
 
 PREFIX = "fer_preprocess/"  # names of the composed nodes and tensors, clear of the exporter's own
@@ -123,6 +124,11 @@ def source_reference(path: Path, spec: ModelSpec):
     return run
 
 
+def embed_path(source: str | Path, output: str | Path | None = None) -> Path:
+    """Where :func:`embed_onnx` puts the embeddable copy of ``source``: ``output``, else ``NAME.embed.onnx``."""
+    return Path(output) if output else sibling(Path(source), "embed")
+
+
 def embed_onnx(source: str | Path, output: str | Path | None = None, *, data: str | Path | None = None) -> ExportResult:
     """Write ``source`` (an ONNX file exported by fer-export) with its preprocessing inside, gated by a
     parity check against ``source`` + the Python preprocessing. Default output: ``NAME.embed.onnx``.
@@ -141,20 +147,21 @@ def embed_onnx(source: str | Path, output: str | Path | None = None, *, data: st
     if art.batch is not None:
         raise ExportError(f"{source}: has a fixed batch of {art.batch}; the embeddable graph needs a dynamic "
                           f"batch: export the checkpoint with `fer-export onnx CHECKPOINT --with-preprocessing`")
-    final = Path(output) if output else sibling(source, "embed")
+    final = embed_path(source, output)
     if final.resolve() == source.resolve():
         raise ExportError(f"{final}: the output would overwrite its source; choose another path with -o")
-    tmp = sibling(final, "tmp")
+    check_outputs([("the source model", source)], gate_outputs(final, "the embeddable model"))
     metadata = {**art.metadata, META_INPUT: INPUT_UINT8}
     metadata.pop(META_PARITY, None)
-    try:
+    tmp = temp_beside(final)
+
+    def write():
         proto = with_preprocessing(onnx.load_model(str(source)), spec)
         _set_props(proto, metadata)
         onnx.save_model(proto, str(tmp))
         candidate = load_onnx(tmp)
-        report = compare(source_reference(source, spec), candidate.run, input_sets(spec, INPUT_UINT8, data),
-                         tolerance_for(candidate))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        return compare(source_reference(source, spec), candidate.run, input_sets(spec, INPUT_UINT8, data),
+                       tolerance_for(candidate))
+
+    report = write_artifact(write, tmp, final)
     return settle(ExportResult("onnx", final, report), tmp, final, stamp_onnx, metadata, "onnx --with-preprocessing")

@@ -96,6 +96,8 @@ def _quantize(fp32_path: Path, out_path: Path, spec: ModelSpec, images: list[Pat
         quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=QUANTIZED_OPS)
+    except OSError:  # a full disk: the caller names the file
+        raise
     except Exception as exc:  # onnxruntime.quantization raises many types
         raise ExportError(f"int8 quantisation of {fp32_path} failed: {type(exc).__name__}: {exc}") from exc
     finally:

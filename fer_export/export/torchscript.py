@@ -7,10 +7,23 @@ warnings are silenced here because users can act on none of them.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from ..spec import ModelSpec
 from .artifact import METADATA_KEYS, Artifact, quiet_torch
+
+
+def _save(module, path: Path, metadata: dict[str, str]) -> None:
+    """``torch.jit.save`` to memory, then an ordinary write: on a full disk torch's own writer aborts the
+    process (or raises a RuntimeError), where Python's raises an ``OSError`` the caller can report."""
+    import torch
+
+    buffer = io.BytesIO()
+    with quiet_torch():
+        torch.jit.save(module, buffer, _extra_files=metadata)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
 
 
 def export_torchscript(model, spec: ModelSpec, path: Path, metadata: dict[str, str]) -> None:
@@ -20,7 +33,7 @@ def export_torchscript(model, spec: ModelSpec, path: Path, metadata: dict[str, s
     example = torch.zeros(2, spec.channels, *spec.input_size)
     with quiet_torch(), torch.no_grad():
         frozen = torch.jit.freeze(torch.jit.trace(model.eval(), example, check_trace=False))  # parity checks it
-        torch.jit.save(frozen, str(path), _extra_files=metadata)
+    _save(frozen, path, metadata)
 
 
 def _load(path: Path):
@@ -32,11 +45,8 @@ def _load(path: Path):
 
 
 def stamp_torchscript(path: Path, metadata: dict[str, str]) -> None:
-    import torch
-
     module, _ = _load(path)
-    with quiet_torch():
-        torch.jit.save(module, str(path), _extra_files=metadata)
+    _save(module, path, metadata)
 
 
 def load_torchscript_artifact(path: Path) -> Artifact:

@@ -1,0 +1,325 @@
+"""fer-export, fer-eval, fer-train and the Python API against hostile inputs and places: reports that would
+overwrite a model, temporary names that are an input's, full disks, crafted checkpoints and specs, bad
+option values, Ctrl-C, odd arguments to predict(), a diverging run. Nothing is destroyed, nothing dies
+with a traceback, and every refusal is one line with exit status 2 (130 for Ctrl-C).
+"""
+from __future__ import annotations
+
+import builtins
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fer_export import export as export_pkg
+from fer_export.cli.evaluate import main as fer_eval
+from fer_export.cli.export import main as fer_export
+from fer_export.errors import CheckpointError, InputError, OutputError, SpecError
+from fer_export.model import load_checkpoint, read_checkpoint, save_checkpoint
+from fer_export.runtime import BUNDLED_MODELS, EmotionClassifier
+from fer_export.spec import ModelSpec
+from training import engine
+from training.cli import main as fer_train
+from training.config import FLOAT_FIELDS, make_config
+
+from conftest import TINY
+
+
+def invoke(command, *args):
+    return CliRunner().invoke(command, [str(a) for a in args])
+
+
+def refused(res, *words: str) -> str:
+    """Exit status 2 with one clean ``Error:`` line naming ``words``; returns the message."""
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and not isinstance(res.exception, (OSError, TypeError, ValueError))
+    lines = [line for line in res.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, res.output
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def ckpt(tiny_ckpt, tmp_path) -> Path:
+    """A copy of the tiny checkpoint alone in a fresh folder."""
+    return Path(shutil.copy(tiny_ckpt, tmp_path / "m.pth"))
+
+
+@pytest.fixture(scope="module")
+def fast_onnx() -> Path:
+    return BUNDLED_MODELS["fast"]["cpu"]
+
+
+@pytest.fixture
+def model_onnx(fast_onnx, tmp_path) -> Path:
+    return Path(shutil.copy(fast_onnx, tmp_path / "model.onnx"))
+
+
+def full_disk(path, mode="r", *args, **kwargs):
+    """``open`` on a full disk: the file is created, the write fails with ENOSPC."""
+    f = builtins.open(path, mode, *args, **kwargs)
+    if "w" not in mode:
+        return f
+    f.close()
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+# 1. a report must never overwrite an input or the file the command just wrote
+
+@pytest.mark.parametrize("args", [
+    ("onnx", "{m}", "--json", "{m}"),
+    ("torchscript", "{m}", "--json", "{m}"),
+    ("onnx", "{m}", "-o", "{d}/r.onnx", "--json", "{d}/r.onnx"),
+    ("onnx", "{m}", "-o", "{d}/r.onnx", "--json", "{d}/r.failed.onnx"),
+    ("onnx", "{m}", "-o", "{m}"),
+    ("all", "{m}", "--json", "{d}/m.pt"),
+    ("verify", "{d}/x.onnx", "--against", "{m}", "--json", "{d}/sub/../m.pth"),
+])
+def test_export_refuses_outputs_that_are_inputs_or_outputs(ckpt, args):
+    (ckpt.parent / "x.onnx").write_bytes(b"not looked at")
+    before = snapshot(ckpt.parent)
+    res = invoke(fer_export, *(a.format(m=ckpt, d=ckpt.parent) for a in args))
+    refused(res, "would overwrite", "choose another path")
+    assert snapshot(ckpt.parent) == before  # refused before any work: nothing written, nothing removed
+
+
+@pytest.mark.parametrize("option", ["--report", "--confusion"])
+def test_eval_refuses_to_write_over_its_model(model_onnx, tmp_path, option):
+    target = tmp_path / "link.png"
+    target.symlink_to(model_onnx)  # real paths are compared: a link does not hide the model
+    before = snapshot(tmp_path)
+    refused(invoke(fer_eval, model_onnx, "--data", tmp_path, option, target), "would overwrite the model")
+    assert snapshot(tmp_path) == before
+
+
+def test_eval_refuses_report_and_confusion_on_one_file(model_onnx, tmp_path):
+    refused(invoke(fer_eval, model_onnx, "--data", tmp_path, "--report", tmp_path / "a.png",
+                   "--confusion", tmp_path / "a.png"), "--confusion", "would overwrite --report")
+
+
+# 2. the temporary and failed files of the gate are never an input
+
+def test_temp_file_is_never_the_input(tiny_ckpt, tmp_path):
+    src = Path(shutil.copy(tiny_ckpt, tmp_path / "w.tmp.pth"))  # was NAME.tmp.pth for -o NAME.pth
+    data = src.read_bytes()
+    res = invoke(fer_export, "torchscript", src, "-o", tmp_path / "w.pth")
+    assert res.exit_code == 0, res.output
+    assert src.read_bytes() == data and (tmp_path / "w.pth").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth", "w.tmp.pth"]  # no temporary left
+
+
+def test_failed_copy_is_never_the_input(tiny_ckpt, tmp_path):
+    src = Path(shutil.copy(tiny_ckpt, tmp_path / "w.failed.pth"))  # a failed export of -o w.pth would be moved here
+    refused(invoke(fer_export, "torchscript", src, "-o", tmp_path / "w.pth"), "the failed copy", "would overwrite")
+    assert src.read_bytes() == tiny_ckpt.read_bytes()
+
+
+# 3. unwritable places and full disks
+
+@pytest.mark.parametrize("where, words", [
+    ("folder", ["is a folder"]),
+    ("under_file", ["is a file, not a folder"]),
+    ("/proc/x.pt", ["cannot create files in /proc"]),
+])
+def test_export_refuses_unwritable_outputs_up_front(ckpt, where, words):
+    (ckpt.parent / "folder").mkdir()
+    out = {"folder": ckpt.parent / "folder", "under_file": ckpt / "x.pt"}.get(where, where)
+    before = snapshot(ckpt.parent)
+    refused(invoke(fer_export, "torchscript", ckpt, "-o", out), *words)
+    assert snapshot(ckpt.parent) == before and list((ckpt.parent / "folder").iterdir()) == []
+
+
+def test_torchscript_on_a_full_disk_is_one_line_and_leaves_nothing(ckpt, monkeypatch):
+    from fer_export.export import torchscript
+
+    monkeypatch.setattr(torchscript, "open", full_disk, raising=False)
+    refused(invoke(fer_export, "torchscript", ckpt, "-o", ckpt.parent / "m.pt"), "m.pt", "no space left on device",
+            "free space")
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["m.pth"]
+
+
+def test_onnx_write_failure_removes_the_temporary(ckpt, monkeypatch):
+    def export_onnx(model, spec, path, metadata, **options):
+        path.write_bytes(b"half a model")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setitem(export_pkg.FORMATS, "onnx", export_pkg.FORMATS["onnx"]._replace(export=export_onnx))
+    refused(invoke(fer_export, "onnx", ckpt), "m.onnx", "no space left on device")
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["m.pth"]
+
+
+def test_json_report_to_full_device_and_to_a_new_folder(ckpt):
+    res = invoke(fer_export, "torchscript", ckpt, "--json", "/dev/full")
+    refused(res, "/dev/full", "no space left on device")
+    res = invoke(fer_export, "torchscript", ckpt, "--json", ckpt.parent / "new" / "r.json")
+    assert res.exit_code == 0, res.output
+    assert (ckpt.parent / "new" / "r.json").read_text().startswith("[")
+
+
+def test_eval_output_checks_and_full_device(model_onnx, tmp_path, fer2013):
+    data = fer2013 / "val"
+    refused(invoke(fer_eval, model_onnx, "--data", data, "--confusion", tmp_path / "cm.txt"), ".png", "cm.txt")
+    refused(invoke(fer_eval, model_onnx, "--data", data, "--report", model_onnx / "x.txt"), "is a file, not a folder")
+    refused(invoke(fer_eval, model_onnx, "--data", data, "--confusion", "/proc/cm.png"), "/proc")
+    res = invoke(fer_eval, model_onnx, "--data", data, "--limit-per-class", "1", "--no-progress",
+                 "--report", "/dev/full")
+    refused(res, "/dev/full", "no space left on device")
+
+
+def test_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path, monkeypatch):
+    from fer_export import folders
+    from fer_export.model import build_model
+
+    model = build_model(TINY)
+    path = save_checkpoint(tmp_path / "best_model.pth", model, TINY, epoch=1)
+    before = path.read_bytes()
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(folders.os, "fsync", fsync)
+    with pytest.raises(OutputError, match="best_model.pth: no space left on device; free space"):
+        save_checkpoint(path, model, TINY, epoch=2)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["best_model.pth"]
+
+
+# 4. crafted checkpoints and specs
+
+@pytest.mark.parametrize("change, words", [
+    ({"version": "abc"}, "version must be a positive integer"),
+    ({"version": None}, "version must be a positive integer"),
+    ({"std": [float("nan")]}, "finite"),
+    ({"mean": [float("inf")]}, "finite"),
+    ({"labels": "abcdefg"}, "'labels' must be a list"),
+    ({"input_size": [20000, 20000]}, "16 to 1024 px"),
+    ({"input_size": 48}, "'input_size' must be a list"),
+])
+def test_crafted_specs_are_spec_errors(change, words):
+    with pytest.raises(SpecError, match=words):
+        ModelSpec.from_dict({**TINY.to_dict(), **change})
+
+
+def test_checkpoint_with_crafted_spec_exits_2(tmp_path):
+    path = tmp_path / "nan.pth"
+    torch.save({"model_state_dict": {}, "spec": {**TINY.to_dict(), "std": [float("nan")]}}, path)
+    refused(invoke(fer_export, "torchscript", path), "nan.pth", "finite")
+
+
+@pytest.mark.parametrize("content", [{1: torch.zeros(1), 2: torch.zeros(1)}, {"a": 1, 2: 3}])
+def test_checkpoint_with_odd_keys_is_a_checkpoint_error(tmp_path, content):
+    path = tmp_path / "odd.pth"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match="odd.pth"):
+        load_checkpoint(path)
+
+
+# 5. option values
+
+@pytest.mark.parametrize("option, value", [("--eval-limit", "-1"), ("--eval-limit", "0"), ("--max-drop", "nan"),
+                                           ("--max-drop", "inf")])
+def test_int8_options_refuse_bad_values(model_onnx, tmp_path, option, value):
+    res = invoke(fer_export, "onnx", model_onnx, "--int8", "--calib", tmp_path, option, value)
+    assert res.exit_code == 2 and f"Invalid value for '{option}'" in res.output, res.output
+
+
+# 6. Ctrl-C
+
+def test_ctrl_c_in_export_exits_130_and_leaves_nothing(ckpt, monkeypatch):
+    def export_torchscript(model, spec, path, metadata):
+        path.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(export_pkg.FORMATS, "torchscript",
+                        export_pkg.FORMATS["torchscript"]._replace(export=export_torchscript))
+    res = invoke(fer_export, "torchscript", ckpt)
+    assert res.exit_code == 130 and "interrupted" in res.output and "Aborted" not in res.output, res.output
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["m.pth"]
+
+
+def test_ctrl_c_in_eval_exits_130(model_onnx, tmp_path, monkeypatch):
+    from fer_export.cli import evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "evaluate_folder", interrupted)
+    res = invoke(fer_eval, model_onnx, "--data", tmp_path)
+    assert res.exit_code == 130 and "interrupted" in res.output and "Aborted" not in res.output, res.output
+
+
+# 7. predict() on what cv2.imread and callers really pass
+
+@pytest.fixture(scope="module")
+def clf(fast_onnx):
+    return EmotionClassifier(fast_onnx, provider="cpu")
+
+
+@pytest.mark.parametrize("faces, words", [
+    (np.zeros((100, 80, 3), np.uint8), "one colour image"),
+    (np.zeros((100, 80), np.uint8), "one gray image"),
+    (None, "did cv2.imread fail"),
+    (5, "got int 5"),
+    ("face.jpg", "cv2.imread"),
+])
+def test_predict_refuses_what_is_not_a_list_of_faces(clf, faces, words):
+    with pytest.raises(InputError, match=words):
+        clf.predict(faces)
+
+
+def test_predict_takes_a_list_and_a_stack(clf):
+    assert clf.predict([np.zeros((100, 80, 3), np.uint8)]).shape == (1, 7)
+    assert clf.predict(np.zeros((2, 60, 50), np.uint8)).shape == (2, 7)
+    assert clf.predict(np.zeros((2, 60, 50, 3), np.uint8)).shape == (2, 7)
+
+
+# 8. training values that are not numbers, and a run that diverges
+
+@pytest.mark.parametrize("field", FLOAT_FIELDS)
+def test_training_config_refuses_non_finite_numbers(field):
+    with pytest.raises(InputError, match=f"{field} must be a finite number"):
+        make_config("seed", data="d", out="o", **{field: float("nan")})
+
+
+def test_fer_train_lr_nan_exits_2(tmp_path):
+    refused(invoke(fer_train, "--data", tmp_path, "--out", tmp_path / "run", "--lr", "nan"), "lr must be a finite")
+    assert not (tmp_path / "run").exists()
+
+
+def test_fer_train_refuses_out_inside_data(tmp_path):
+    refused(invoke(fer_train, "--data", tmp_path, "--out", tmp_path / "run"), "inside the data folder")
+    assert not (tmp_path / "run").exists()
+
+
+def test_diverging_run_stops_without_saving_nan_weights(fer2013, tmp_path, monkeypatch):
+    real = engine.training_loss
+
+    def nan_loss(*args, **kwargs):
+        return real(*args, **kwargs) * float("nan")
+
+    monkeypatch.setattr(engine, "training_loss", nan_loss)
+    out = tmp_path / "run"
+    res = invoke(fer_train, "--data", fer2013, "--out", out, "--epochs", "1", "--workers", "0",
+                 "--limit-per-class", "2", "--img-size", "16", "--no-progress")
+    refused(res, "training diverged in epoch 1", "nan", "--lr")
+    assert not (out / "best_model.pth").exists() and not (out / "last.pth").exists()
+
+
+# 9. files that are no checkpoint
+
+def test_other_files_as_checkpoints_say_what_they_are(fast_onnx, tmp_path):
+    cases = {"model.pth": Path(shutil.copy(fast_onnx, tmp_path / "model.pth")), "notes.pth": tmp_path / "notes.pth"}
+    cases["notes.pth"].write_text("hello world\n")
+    for words, path in (("it is an ONNX model", cases["model.pth"]), ("it is a text file", cases["notes.pth"])):
+        with pytest.raises(CheckpointError) as err:
+            read_checkpoint(path)
+        assert words in str(err.value) and "weights_only=False" not in str(err.value)
