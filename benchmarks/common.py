@@ -7,14 +7,16 @@ See README.md in this folder for how the FLOPs and the peaks are derived.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import resource
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 import numpy as np
 
@@ -389,3 +391,135 @@ def measured_ceiling(machine: dict, threads: int, reps: int = 5) -> dict[str, di
             if precision not in out or gflops > out[precision]["gflops"]:
                 out[precision] = {"gflops": gflops, "engine": engine, "kernel": kernel}
     return out
+
+
+# ---- options and outputs ------------------------------------------------------------------------
+# Every script checks its options and where it writes before it measures anything: a bad option, or
+# an output that would replace an input, land inside a data folder or overwrite a file that is not the
+# script's own, is one line ``error: ...`` on stderr and exit status 2.
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``error: ...``, with exit status 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def refuse(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def description(doc: str) -> str:
+    """A script's --help description: the module docstring's whole first paragraph (not its first line,
+    which may stop mid-sentence), as one line."""
+    text = " ".join(doc.strip().split("\n\n")[0].split()).replace("``", "")
+    return text[:-1] + "." if text.endswith(":") else text
+
+
+def _number(kind, what: str):
+    """An argparse ``type=``: ``kind`` that is > 0 (``positive``) or >= 0 (``non-negative``)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0 or (what == "positive" and value == 0) or value != value:
+            raise argparse.ArgumentTypeError(f"{text} is not {what}; give a {what} number")
+        return value
+    parse.__name__ = f"{what} {kind.__name__}"
+    return parse
+
+
+positive_int = _number(int, "positive")
+nonnegative_int = _number(int, "non-negative")
+positive_float = _number(float, "positive")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _clash(option: str, path: Path, inputs) -> None:
+    """Refuse ``path`` when it is an input file or is (or lies inside) an input folder."""
+    real = os.path.realpath(path)
+    for what, given in inputs:
+        if given is None:
+            continue
+        source = os.path.realpath(given)
+        if real == source or (os.path.isdir(source) and _inside(real, source)):
+            kind = "is" if real == source else "lies inside"
+            refuse(f"{option} {path}: {kind} {what} {given}, an input of this run; write the output elsewhere")
+
+
+def check_output_file(option: str, path: Path | None, inputs=(), is_own=None) -> None:
+    """``path`` (a file this script writes) may not be an input or lie in an input folder, and an existing
+    file there must be one this script wrote (``is_own(path)``; default: JSON or empty)."""
+    if path is None:
+        return
+    _clash(option, path, inputs)
+    if path.is_dir():
+        refuse(f"{option} {path}: is a folder; give a file path")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        refuse(f"{option} {path}: {parent} is a file, not a folder; give another path")
+    if path.exists() and not (is_own or _is_json)(path):
+        refuse(f"{option} {path}: exists and is not output of this script; remove it or choose another path")
+
+
+def check_output_dir(option: str, path: Path | None, inputs=(), marker: str = "", own=()) -> None:
+    """``path`` (a folder this script writes into) may not be an input, lie in an input folder or hold an
+    input folder, and must be new, empty, or hold only this script's outputs: ``marker`` (a JSON file
+    every finished run writes there) or only names in ``own``."""
+    if path is None:
+        return
+    _clash(option, path, inputs)
+    real = os.path.realpath(path)
+    for what, given in inputs:
+        if given is not None and os.path.isdir(given) and _inside(os.path.realpath(given), real):
+            refuse(f"{option} {path}: holds {what} {given}, an input of this run; write the output elsewhere")
+    if path.exists() and not path.is_dir():
+        refuse(f"{option} {path}: is a file, not a folder; give a new or empty folder")
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+        if names and not (marker in names and _is_json(path / marker)) and not names <= set(own):
+            refuse(f"{option} {path}: holds files that are not this script's output (no {marker} from an "
+                   f"earlier run); give a new or empty folder")
+
+
+def _is_json(path: Path) -> bool:
+    """Whether ``path`` is a file that is empty or parses as JSON."""
+    try:
+        text = path.read_text()
+        if text.strip():
+            json.loads(text)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def check_model(option: str, name: str, suffixes=(".onnx",)) -> Path:
+    """The file behind a bundled model's name or a path; refused unless it exists with one of ``suffixes``."""
+    from fer_export.errors import ArtifactError
+    from fer_export.runtime import resolve_model
+
+    try:
+        path = resolve_model(name, "cpu")
+    except ArtifactError as exc:
+        refuse(f"{option} {name}: {str(exc).splitlines()[0]}")
+    if not path.is_file():
+        refuse(f"{option} {name}: no such file, and not a bundled model name (accurate, fast)")
+    if path.suffix.lower() not in suffixes:
+        refuse(f"{option} {name}: not a {' or '.join(suffixes)} file; give an exported model or a bundled name "
+               f"(accurate, fast)")
+    return path
+
+
+def check_exists(option: str, path: Path | None, folder: bool | None = None) -> None:
+    """Refuse a missing ``path`` (``folder``: True must be a folder, False a file, None either)."""
+    if path is None:
+        return
+    ok = path.is_dir() if folder else path.is_file() if folder is False else path.exists()
+    if not ok:
+        kind = "folder" if folder else "file" if folder is False else "file or folder"
+        refuse(f"{option} {path}: no such {kind}; check the path")

@@ -12,13 +12,13 @@ largest difference is reported. Without --model, a randomly initialised ResNet18
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import default_model, machine_info, markdown_table, print_report
+from common import (Parser, check_exists, check_model, check_output_file, default_model, description, machine_info,
+                    markdown_table, positive_int, print_report, refuse)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -60,23 +60,32 @@ def compare(a: Path, b: Path) -> tuple[bool, float | None]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, help="exported ONNX model (default: the bundled model, else a random 224 px ResNet18)")
-    ap.add_argument("--crops", type=int, default=200, help="FER2013 val crops in the folder")
+    ap = Parser(description=description(__doc__))
+    ap.add_argument("--model", metavar="accurate|fast|M.onnx",
+                    help="a bundled model's name or an exported ONNX model (default: the bundled accurate model's "
+                         "fp32 export, else a random 224 px ResNet18)")
+    ap.add_argument("--crops", type=positive_int, default=200, help="FER2013 val crops in the folder")
     ap.add_argument("--video", type=Path, default=DATA / "videos" / "faceanon_video.mp4")
-    ap.add_argument("--every-n", type=int, default=2, help="use every n-th video frame")
-    ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (--dask local:N)")
+    ap.add_argument("--every-n", type=positive_int, default=2, help="use every n-th video frame")
+    ap.add_argument("--workers", type=positive_int, default=2, help="Dask worker processes (--dask local:N)")
     ap.add_argument("--yunet-model", type=Path, default=DATA / "models" / "face_detection_yunet_2026may.onnx")
     ap.add_argument("--json", type=Path, default=Path("dask_scaling.json"))
     args = ap.parse_args(argv)
+    model = check_model("--model", args.model) if args.model else None
+    check_exists("--video", args.video, folder=False)
+    check_exists("--yunet-model", args.yunet_model, folder=False)
+    crops = DATA / "fer2013" / "val"
+    if not crops.is_dir():
+        refuse(f"no FER2013 crops under {crops} to classify; place the shared data there (../shared/data)")
+    check_output_file("--json", args.json, [("--model", model), ("--video", args.video),
+                                            ("--yunet-model", args.yunet_model), ("the crops folder", crops)])
     machine = machine_info()  # before any work of ours: its load average tells whether others are busy
     tmp = Path(tempfile.mkdtemp(prefix="fer-dask-bench-"))
-    model = args.model
     if model is None:
         model = default_model(tmp)
     folder = tmp / "inputs"
     folder.mkdir()
-    for k, crop in enumerate(sorted((DATA / "fer2013" / "val").rglob("*.jpg"))[:args.crops]):
+    for k, crop in enumerate(sorted(crops.rglob("*.jpg"))[:args.crops]):
         (folder / f"crop{k:05d}{crop.suffix}").symlink_to(crop.resolve())
     (folder / args.video.name).symlink_to(args.video.resolve())
 

@@ -11,14 +11,14 @@ default input is the first ``--frames`` frames of the shared ``fer_woman2.mp4`` 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import cv2
 
-from common import machine_info, markdown_table, print_report
+from common import (Parser, check_exists, check_output_file, description, machine_info, markdown_table, positive_int,
+                    print_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -47,14 +47,17 @@ def detectors():
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Parser(description=description(__doc__))
     ap.add_argument("inputs", nargs="*", type=Path,
                     default=[DATA / "videos" / "fer_woman2.mp4", DATA / "photos"])
-    ap.add_argument("--frames", type=int, default=100, help="frames taken from each video")
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="OpenCV thread counts to run")
-    ap.add_argument("--repeat", type=int, default=3, help="passes per row, best of")
+    ap.add_argument("--frames", type=positive_int, default=100, help="frames taken from each video")
+    ap.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2], help="OpenCV thread counts to run")
+    ap.add_argument("--repeat", type=positive_int, default=3, help="passes per row, best of")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    for path in args.inputs:
+        check_exists("VIDEO_OR_FOLDER", path)
+    check_output_file("--json", args.json, [("VIDEO_OR_FOLDER", p) for p in args.inputs])
     machine = machine_info()
     sets = load_pictures(args.inputs, args.frames)
     if not sets:

@@ -18,7 +18,6 @@ for a labelled folder, top-1 accuracy. Prints one JSON object.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -28,6 +27,8 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from common import Parser, description, nonnegative_int, positive_int  # benchmarks/common.py: numpy, no fer-export
 
 EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -97,15 +98,16 @@ def crops(folder: Path, limit: int, repeat: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Parser(description=description(__doc__))
     sub = ap.add_subparsers(dest="what", required=True)
     v = sub.add_parser("video")
     v.add_argument("path", type=Path)
     c = sub.add_parser("crops")
     c.add_argument("path", type=Path)
-    c.add_argument("--limit", type=int, default=2000, help="at most this many crops, evenly spread (0: all)")
+    c.add_argument("--limit", type=nonnegative_int, default=2000,
+                   help="at most this many crops, evenly spread (0: all)")
     for p in (v, c):
-        p.add_argument("--repeat", type=int, default=3, help="runs, best of")
+        p.add_argument("--repeat", type=positive_int, default=3, help="runs, best of")
     args = ap.parse_args(argv)
     result = video(args.path, args.repeat) if args.what == "video" else crops(args.path, args.limit, args.repeat)
     print(json.dumps(result))

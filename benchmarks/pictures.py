@@ -30,7 +30,6 @@ and box) under ``--out`` (default: a new temp folder).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -40,7 +39,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe_machine, machine_info, markdown_table, write_json  # noqa: E402
+from common import (Parser, check_exists, check_model, check_output_dir, describe_machine, description,  # noqa: E402
+                    machine_info, markdown_table, nonnegative_int, positive_int, write_json)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -278,14 +278,16 @@ def table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Parser(description=description(__doc__))
     ap.add_argument("--data", type=Path, default=DATA / "fer2013" / "val", help="labelled folder: <emotion>/*.jpg")
-    ap.add_argument("--per-class", type=int, default=40, help="faces per label (all of a smaller class)")
-    ap.add_argument("--model", type=Path, help="exported ONNX model (default: the bundled one)")
+    ap.add_argument("--per-class", type=positive_int, default=40, help="faces per label (all of a smaller class)")
+    ap.add_argument("--model", metavar="accurate|fast|M.onnx",
+                    help="a bundled model's name or an exported ONNX model (default: the bundled one)")
     ap.add_argument("--detectors", nargs="+", default=["yunet", "haar"], choices=["yunet", "haar"])
-    ap.add_argument("--photos", type=Path, default=DATA / "photos",
-                    help="photos to cut face-free backgrounds from (absent: the noise background only)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--photos", type=Path,
+                    help="photos to cut face-free backgrounds from (default: ../shared/data/photos; "
+                         "where that is absent, the noise background only)")
+    ap.add_argument("--seed", type=nonnegative_int, default=0)
     ap.add_argument("--feather", type=float, default=FEATHER,
                     help="fade each face's border into the background over this fraction of its side (default 0)")
     ap.add_argument("--crops", nargs="+", choices=list(CROP_MODES), help="crop modes to run (default: all the model supports)")
@@ -293,12 +295,18 @@ def main(argv=None) -> int:
     ap.add_argument("--look-again", type=float, help="fer-batch --look-again (default: fer-batch's)")
     ap.add_argument("--out", type=Path, help="folder for pictures, CSVs and pictures.json (default: a new temp folder)")
     args = ap.parse_args(argv)
+    check_exists("--data", args.data, folder=True)
+    check_exists("--photos", args.photos, folder=True)  # given and missing: an error, not a quiet fallback
+    photos = args.photos or (DATA / "photos" if (DATA / "photos").is_dir() else None)
+    model = check_model("--model", args.model) if args.model else None
+    check_output_dir("--out", args.out, [("--data", args.data), ("--photos", photos), ("--model", model)],
+                     marker="pictures.json", own={"pictures", "placed", "crop", "pictures.json", "whole.csv",
+                                                  *(f"{d}_{m}.csv" for d in ("yunet", "haar") for m in CROP_MODES)})
     detection = {k: v for k, v in (("det_threshold", args.det_threshold), ("look_again", args.look_again))
                  if v is not None}
     machine = machine_info()
     out = args.out or Path(tempfile.mkdtemp(prefix="fer-pictures-"))
-    photos = args.photos if args.photos and args.photos.is_dir() else None
-    result = measure(args.data, args.per_class, out, args.model, tuple(args.detectors), args.seed, photos,
+    result = measure(args.data, args.per_class, out, model, tuple(args.detectors), args.seed, photos,
                      args.feather, args.crops, **detection)
     result["machine"] = machine
     print(f"Machine: {describe_machine(machine)}\n")

@@ -11,16 +11,17 @@ they can exceed the wall time). Without --model, a randomly initialised ResNet18
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import default_model, machine_info, markdown_table, print_report
+from common import (Parser, check_exists, check_model, check_output_file, default_model, description, machine_info,
+                    markdown_table, positive_int, print_report, refuse)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+CROPS = DATA / "fer2013" / "val"
 
 
 def bare_session(model: Path, crops: list[Path], batch_size: int) -> float:
@@ -47,23 +48,31 @@ def fer_batch(inputs, out: Path, **kw):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, help="exported ONNX model (default: the bundled model, else a random 224 px ResNet18)")
-    ap.add_argument("--crops", type=int, default=1000,
+    ap = Parser(description=description(__doc__))
+    ap.add_argument("--model", metavar="accurate|fast|M.onnx",
+                    help="a bundled model's name or an exported ONNX model (default: the bundled accurate model's "
+                         "fp32 export, else a random 224 px ResNet18)")
+    ap.add_argument("--crops", type=positive_int, default=1000,
                     help="FER2013 val crops to classify (enough that opening the model is amortised)")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--repeat", type=int, default=3, help="crop measurements, best of")
+    ap.add_argument("--batch-size", type=positive_int, default=32)
+    ap.add_argument("--repeat", type=positive_int, default=3, help="crop measurements, best of")
     ap.add_argument("--video", type=Path, default=DATA / "videos" / "pyfeat_WolfgangLanger_Pexels.mp4")
     ap.add_argument("--yunet-model", type=Path, default=DATA / "models" / "face_detection_yunet_2026may.onnx")
     ap.add_argument("--json", type=Path, help="where to write the JSON result (default: a new temporary folder)")
     args = ap.parse_args(argv)
+    model = check_model("--model", args.model) if args.model else None
+    check_exists("--video", args.video, folder=False)
+    check_exists("--yunet-model", args.yunet_model, folder=False)
+    crops = sorted(CROPS.rglob("*.jpg"))[:args.crops]
+    if not crops:
+        refuse(f"no FER2013 crops under {CROPS} to classify; place the shared data there (../shared/data)")
+    check_output_file("--json", args.json, [("--model", model), ("--video", args.video),
+                                            ("--yunet-model", args.yunet_model), ("the crops folder", CROPS)])
     machine = machine_info()  # before any work of ours: its load average tells whether others are busy
     tmp = Path(tempfile.mkdtemp(prefix="fer-bench-"))
     args.json = args.json or tmp / "benchmark_pipeline.json"
-    model = args.model
     if model is None:
         model = default_model(tmp)
-    crops = sorted((DATA / "fer2013" / "val").rglob("*.jpg"))[:args.crops]
     bs = args.batch_size
 
     bare, piped = 0.0, 0.0

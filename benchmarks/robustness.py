@@ -17,7 +17,6 @@ onnxruntime; nothing is timed.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Callable
@@ -26,7 +25,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_json  # noqa: E402
+from common import (Parser, check_exists, check_model, check_output_file, description, markdown_table,  # noqa: E402
+                    positive_int, write_json)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "fer2013" / "val"
@@ -99,15 +99,16 @@ def table(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = Parser(description=description(__doc__))
     ap.add_argument("--model", nargs="+", default=["accurate", "fast"],
                     help="bundled model names (accurate, fast: the files the CPU runs) or ONNX files")
     ap.add_argument("--data", type=Path, default=DATA, help="labelled folder: <emotion>/*.jpg")
-    ap.add_argument("--limit-per-class", type=int, help="at most N images per class (seeded sample)")
+    ap.add_argument("--limit-per-class", type=positive_int, help="at most N images per class (seeded sample)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
-    if not args.data.is_dir():
-        ap.error(f"--data {args.data}: no such folder")
+    check_exists("--data", args.data, folder=True)
+    files = [check_model("--model", name) for name in args.model]
+    check_output_file("--json", args.json, [("--data", args.data), *(("--model", f) for f in files)])
     result = measure(args.model, args.data, args.limit_per_class)
     print(f"{result['images']} crops of {result['data']}: accuracy as they are and degraded "
           f"(drop in points from clean)\n")

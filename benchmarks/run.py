@@ -27,9 +27,9 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import (MIN_REPS, busy_warning, describe_machine, machine_info, markdown_table, measured_ceiling,
-                    onnx_flops, peak_gflops,
-                    peak_rss_mb, summarize, time_call, write_json)
+from common import (MIN_REPS, Parser, busy_warning, check_exists, check_model, check_output_dir, check_output_file,
+                    describe_machine,                     description, machine_info, markdown_table, measured_ceiling, nonnegative_int, onnx_flops,
+                    peak_gflops, peak_rss_mb, positive_int, summarize, time_call, write_json)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fer2013" / "val"
@@ -431,10 +431,9 @@ def side_by_side(result: dict) -> str:
 
 
 def parse_args(argv=None):
-    from fer_export.errors import ArtifactError
-    from fer_export.runtime import BUNDLED_MODELS, resolve_model
+    from fer_export.runtime import BUNDLED_MODELS
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Parser(description=description(__doc__))
     ap.add_argument("--model", nargs="+", metavar="accurate|fast|PATH",
                     help="bundled models by name, .pth checkpoints or exported .onnx files, measured one after "
                          "the other and then side by side (default: every bundled model)")
@@ -442,13 +441,13 @@ def parse_args(argv=None):
                     help="labelled folder DIR/<emotion>/*.jpg for accuracy (default: ../shared/data/fer2013/val)")
     ap.add_argument("--calib", type=Path, help="training images to calibrate int8 on (default: the train/ folder "
                                                "beside --data); never the folder accuracy is measured on")
-    ap.add_argument("--limit-per-class", type=int, help=f"evaluate at most this many images per class "
+    ap.add_argument("--limit-per-class", type=positive_int, help=f"evaluate at most this many images per class "
                                                         f"(--quick: {QUICK_LIMIT_PER_CLASS})")
-    ap.add_argument("--batch-sizes", type=int, nargs="+", help=f"default {BATCH_SIZES}; --quick {QUICK_BATCH_SIZES}")
-    ap.add_argument("--reps", type=int,
+    ap.add_argument("--batch-sizes", type=positive_int, nargs="+", help=f"default {BATCH_SIZES}; --quick {QUICK_BATCH_SIZES}")
+    ap.add_argument("--reps", type=positive_int,
                     help=f"timed runs per batch size, at least {MIN_REPS} (default {REPS}; --quick {QUICK_REPS})")
-    ap.add_argument("--warmup", type=int, help=f"untimed runs first (default {WARMUP}; --quick {QUICK_WARMUP})")
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+    ap.add_argument("--warmup", type=nonnegative_int, help=f"untimed runs first (default {WARMUP}; --quick {QUICK_WARMUP})")
+    ap.add_argument("--threads", type=positive_int, default=len(os.sched_getaffinity(0)),
                     help="intra-op threads for torch and onnxruntime alike (default: all CPUs this process may use)")
     ap.add_argument("--quick", action="store_true", help="fewer batch sizes, runs and images: minutes, not tens")
     ap.add_argument("--out-dir", type=Path, help="where artifacts, benchmark.json and benchmark.md go "
@@ -461,13 +460,8 @@ def parse_args(argv=None):
     if not names:
         ap.error("no bundled model in this install: pass --model PATH")
     args.models = []
-    for name in names:
-        try:
-            path = resolve_model(name, "cpu")  # the file the CPU runs: int8 for both bundled models
-        except ArtifactError as exc:
-            ap.error(f"--model {name}: {exc}")
-        if not path.is_file():
-            ap.error(f"--model {name}: no such file")
+    for name in names:  # a name gives the file the CPU runs: int8 for both bundled models
+        path = check_model("--model", name, (".onnx", ".pth"))
         args.models.append((name if name in BUNDLED_MODELS else path.stem, path))
     if len({n for n, _ in args.models}) < len(args.models):
         ap.error("--model: two models of the same name; rename one")
@@ -483,6 +477,14 @@ def parse_args(argv=None):
                  "calibrate on training images")
     if args.limit_per_class is None and quick:
         args.limit_per_class = QUICK_LIMIT_PER_CLASS
+    check_exists("--data", args.data, folder=True)
+    check_exists("--calib", args.calib, folder=True)
+    inputs = [("--data", args.data), ("--calib", args.calib or default_calib(args.data)),
+              *(("--model", path) for _, path in args.models)]
+    check_output_dir("--out-dir", args.out_dir, inputs, marker="benchmark.json",
+                     own={"benchmark.json", "benchmark.md", "artifacts", *(n for n, _ in args.models)})
+    if args.out_dir is not None:
+        check_output_file("--out-dir", args.out_dir / "benchmark.json", inputs)
     args.out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="fer-bench-"))
     return args
 

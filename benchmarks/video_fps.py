@@ -23,17 +23,18 @@ TensorFlow is imported and ``FER()`` is built).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import machine_info, markdown_table, print_report
+from common import (Parser, check_exists, check_output_file, description, machine_info, markdown_table,
+                    positive_float, positive_int, print_report, refuse)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -81,18 +82,23 @@ def fer_command(python: str, path: Path) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Parser(description=description(__doc__))
     ap.add_argument("video", type=Path, nargs="?", default=DATA / "videos" / "fer_woman2.mp4",
                     help="a video, or a folder of face crops (each image a frame)")
     ap.add_argument("--detectors", nargs="+", default=["yunet", "haar"], choices=["yunet", "haar", "none"])
     ap.add_argument("--models", nargs="+", default=[None], metavar="accurate|fast|PATH",
                     help="fer-batch --model values to run (default: fer-batch's default)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per configuration, best of")
+    ap.add_argument("--repeat", type=positive_int, default=3, help="runs per configuration, best of")
     ap.add_argument("--fer-python", help="a Python interpreter with the `fer` package: its Video.analyze on the same "
                                          "video is timed in turn with the runs above (benchmarks/peer_fer.py)")
-    ap.add_argument("--fer-fps", type=float, help="or: fer's frames/s measured elsewhere, for the ratio")
+    ap.add_argument("--fer-fps", type=positive_float, help="or: fer's frames/s measured elsewhere, for the ratio")
     ap.add_argument("--json", type=Path, help="write the result here as JSON")
     args = ap.parse_args(argv)
+    check_exists("VIDEO", args.video)
+    if args.fer_python and not shutil.which(args.fer_python):
+        refuse(f"--fer-python {args.fer_python}: no such interpreter; give the path of a Python that has `fer`")
+    models = [("--models", m if m not in ("accurate", "fast") else None) for m in args.models if m]
+    check_output_file("--json", args.json, [("VIDEO", args.video), *models])
     machine = machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="fer-video-fps-"))
     configs = [(m, d) for m in args.models for d in args.detectors]

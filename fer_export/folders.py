@@ -173,3 +173,14 @@ def check_outputs(inputs: Iterable[tuple[str, str | Path | None]],
             raise OutputError(f"{what} {path} would overwrite {taken[real]}; choose another path")
         taken[real] = f"{what} {path}"
         check_writable(what, path)
+
+
+def check_outside(what: str, folder: str | Path | None, outputs: Iterable[tuple[str, str | Path | None]]) -> None:
+    """Refuse, before any work, an output inside the input ``folder`` (real paths: links and ``..`` do not hide
+    it): a file written into a data set is read back as one of its images, or changes its listing."""
+    if folder is None:
+        return
+    root = os.path.realpath(folder)
+    for name, path in outputs:
+        if path is not None and os.path.commonpath([root, os.path.realpath(path)]) == root:
+            raise OutputError(f"{name} {path} is inside {what} {folder}; write it outside that folder")

@@ -52,6 +52,11 @@ def open_session(path: str | Path, provider: str = "auto", threads: int | None =
     if provider not in PROVIDERS:
         raise ProviderError(f"provider must be one of {PROVIDERS}, got {provider!r}")
     path = Path(path)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise InputError(f"threads must be a positive integer or None (onnxruntime's default), got {threads!r}")
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a folder, not a model file; pass an .onnx file exported with "
+                            "`fer-export onnx`")
     if not path.is_file():
         raise ArtifactError(f"{path}: no such model file")
     opts = ort.SessionOptions()
@@ -71,6 +76,9 @@ def open_session(path: str | Path, provider: str = "auto", threads: int | None =
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=[_ORT[p] for p in wanted])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        if _is_pytorch_file(path):
+            raise ArtifactError(f"{path}: is a PyTorch checkpoint, not an ONNX model; export it first with "
+                                f"`fer-export onnx {path}`") from exc
         raise ArtifactError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
     used = "cuda" if sess.get_providers()[0] == _ORT["cuda"] else "cpu"
     if provider == "cuda" and used != "cuda":
@@ -79,6 +87,16 @@ def open_session(path: str | Path, provider: str = "auto", threads: int | None =
             "use --provider cpu or fix the CUDA install"
         )
     return sess, used
+
+
+def _is_pytorch_file(path: Path) -> bool:
+    """Whether ``path`` looks like a file torch.save wrote (a zip archive, or a legacy pickle)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or path.suffix.lower() in (".pth", ".pt", ".ckpt")
 
 
 def read_metadata(sess, path: str | Path = "<model>") -> dict[str, str]:
@@ -128,15 +146,15 @@ def _variant(provider: str) -> str:
     return "cuda" if provider == "cuda" else "cpu"
 
 
-def _face_list(faces) -> list:
-    """``faces`` as a list of crops, or an InputError saying what ``predict`` was given instead."""
+def _face_list(faces, caller: str = "predict") -> list:
+    """``faces`` as a list of crops, or an InputError saying what ``caller`` (``predict``) was given instead."""
     if isinstance(faces, np.ndarray):
         if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4)):
             kind = "gray" if faces.ndim == 2 else "colour"
-            raise InputError(f"predict() got one {kind} image of shape {faces.shape}; pass a list of faces: "
-                             "predict([face])")
+            raise InputError(f"{caller}() got one {kind} image of shape {faces.shape}; pass a list of faces: "
+                             f"{caller}([face])")
         if faces.ndim not in (3, 4):
-            raise InputError(f"predict() needs a list of face images or an (N, H, W) array of them; got an array "
+            raise InputError(f"{caller}() needs a list of face images or an (N, H, W) array of them; got an array "
                              f"of shape {faces.shape}")
         return list(faces)
     if isinstance(faces, Iterable) and not isinstance(faces, (str, bytes, Path, dict)):
@@ -144,7 +162,7 @@ def _face_list(faces) -> list:
     what = "None — did cv2.imread fail to read the file?" if faces is None else (
         f"{type(faces).__name__} {faces!r}"[:80] + (" — read the file with cv2.imread first"
                                                     if isinstance(faces, (str, bytes, Path)) else ""))
-    raise InputError(f"predict() needs a list of face images (uint8 HxW or HxWx3); got {what}")
+    raise InputError(f"{caller}() needs a list of face images (uint8 HxW or HxWx3); got {what}")
 
 
 class EmotionClassifier:
@@ -162,6 +180,8 @@ class EmotionClassifier:
 
     def __init__(self, model: str | Path | None = None, provider: str = "auto",
                  batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None, spin: bool = True):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         path = resolve_model(model, provider)
         self.session, self.provider = open_session(path, provider, threads, spin)
         if (used := resolve_model(model, self.provider)) != path:  # auto chose CUDA's file, and CUDA did not start
@@ -171,8 +191,12 @@ class EmotionClassifier:
         self.metadata = read_metadata(self.session, path)
         self.spec = spec_from_metadata(self.metadata, path)
         self.input_format = self.metadata.get(META_INPUT, INPUT_NORMALIZED)
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = int(batch_size)
         self._input = self.session.get_inputs()[0].name
+        batch = self.session.get_inputs()[0].shape[:1]
+        #: The graph's fixed batch size (``fer-export onnx --batch N``), or None for a dynamic batch: a fixed
+        #: graph is run on chunks of exactly that many rows, the last one padded.
+        self.fixed_batch = batch[0] if batch and isinstance(batch[0], int) and batch[0] > 0 else None
         outputs = [o.name for o in self.session.get_outputs()]
         self._probs = "probs" if "probs" in outputs else None
         self._logits = "logits" if "logits" in outputs else outputs[0]
@@ -220,10 +244,29 @@ class EmotionClassifier:
         return out if self._probs else softmax(out)
 
     def _run(self, output: str, x: np.ndarray) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.ndim != 4:
+            raise InputError(f"the model takes a batch of shape (N, C, H, W) (see prepare()); got "
+                             f"{type(x).__name__} {getattr(x, 'shape', '')}")
+        n = self.fixed_batch
+        if n is None or len(x) == n:
+            return self._run_once(output, x)
+        if not len(x):
+            return np.zeros((0, self.spec.num_classes), np.float32)
+        chunks = []
+        for i in range(0, len(x), n):  # a fixed-batch graph: chunks of exactly n rows, the last one padded
+            part = x[i:i + n]
+            pad = np.zeros((n - len(part), *part.shape[1:]), part.dtype)
+            chunks.append(self._run_once(output, np.concatenate([part, pad]) if len(pad) else part)[:len(part)])
+        return np.concatenate(chunks)
+
+    def _run_once(self, output: str, x: np.ndarray) -> np.ndarray:
         try:
             out = self.session.run([output], {self._input: x})[0]
         except Exception as exc:  # onnxruntime raises its own InvalidArgument/Fail/... types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if type(exc).__name__ == "InvalidArgument":  # the input's type or shape, not the model
+                raise InputError(f"the input does not fit {self.path}: a {x.dtype} array of shape {x.shape}: "
+                                 f"{first}; pass what prepare() returns") from exc
             raise ArtifactError(f"{self.path}: onnxruntime could not run this model on a {x.shape} input: {first}") from exc
         if out.ndim != 2 or out.shape != (len(x), self.spec.num_classes):
             raise ArtifactError(f"{self.path}: output {output!r} has shape {out.shape} for {len(x)} inputs, but the "
@@ -232,12 +275,17 @@ class EmotionClassifier:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Logits for uint8 crops (N, H, W) already resized to ``spec.input_size`` (evaluation's interface)."""
+        if not isinstance(batch, np.ndarray) or batch.ndim != 3 or batch.dtype != np.uint8 \
+                or (not self.raw and tuple(batch.shape[1:]) != tuple(self.spec.input_size)):
+            raise InputError(f"logits() takes uint8 crops (N, H, W) resized to {tuple(self.spec.input_size)}; got "
+                             f"{type(batch).__name__} {getattr(batch, 'dtype', '')} {getattr(batch, 'shape', '')}")
         x = batch[:, None] if self.raw else normalize(batch, self.spec)
         return self._run(self._logits, x)
 
     def prepare(self, faces: Sequence[np.ndarray]):
         """What the graph takes for these crops: float (N, C, H, W), resized and normalised as the spec
         says; for graphs with preprocessing inside, the gray crops themselves (a list, any sizes)."""
+        faces = _face_list(faces, "prepare")
         if self.raw:
             return [to_gray(f) for f in faces]
         return normalize(resize_batch(faces, self.spec), self.spec)
@@ -265,7 +313,17 @@ class EmotionClassifier:
     def predict_prepared(self, prepared) -> np.ndarray:
         """Probabilities for the output of :meth:`prepare` (or several of them concatenated)."""
         if not self.raw:
+            want = (self.spec.channels, *self.spec.input_size)
+            if not isinstance(prepared, np.ndarray) or prepared.ndim != 4 or tuple(prepared.shape[1:]) != want \
+                    or prepared.dtype != np.float32:
+                raise InputError(f"predict_prepared() takes what prepare() returns, float32 (N, {', '.join(map(str, want))}); "
+                                 f"got {type(prepared).__name__} {getattr(prepared, 'dtype', '')} "
+                                 f"{getattr(prepared, 'shape', '')}")
             return self.run(prepared)
+        if isinstance(prepared, np.ndarray) or not all(isinstance(g, np.ndarray) and g.ndim == 2
+                                                        and g.dtype == np.uint8 for g in prepared):
+            raise InputError("predict_prepared() takes what prepare() returns: for this model a list of uint8 "
+                             "gray crops (H, W)")
         out = np.zeros((len(prepared), self.spec.num_classes), dtype=np.float32)
         for shape in {g.shape for g in prepared}:  # the graph takes one crop size per call
             idx = [i for i, g in enumerate(prepared) if g.shape == shape]

@@ -238,8 +238,8 @@ def test_pictures_get_a_second_look_and_video_frames_do_not(tmp_path, tiny_model
     (dict(det_sizes=(32,)), "at least 64 px"),
     (dict(look_again=0.5), "look again"),
     (dict(look_again=float("nan")), "look again"),
-    (dict(look_again="twice"), "must be numbers"),
-    (dict(det_sizes=("big",)), "must be numbers"),
+    (dict(look_again="twice"), "look_again must be a number"),
+    (dict(det_sizes=("big",)), "det_sizes must be whole numbers"),
 ])
 def test_config_rules_hold_for_library_callers(options, message):
     with pytest.raises(InputError, match=message):

@@ -261,3 +261,158 @@ def test_robustness_degrades_the_same_crops_for_every_model(tmp_path, fer2013, e
     assert robustness.DEGRADATIONS["blur 1.0"](img).std() < robustness.DEGRADATIONS["blur 0.6"](img).std() < img.std()
     bad = script("robustness.py", "--data", tmp_path / "missing")
     assert bad.returncode == 2 and "missing" in bad.stderr
+
+
+# ---- options and outputs: refused in one line, exit status 2, before any work; inputs untouched ----
+
+class Started(Exception):
+    """Raised in place of machine_info(): the script got past its checks and would start measuring."""
+
+
+def _main(module: str):
+    import importlib
+
+    return importlib.import_module(module).main
+
+
+def refused(capsys, module: str, *args) -> str:
+    """Run ``module.main(args)``: it must exit 2 with one ``error: ...`` line on stderr; that line."""
+    with pytest.raises(SystemExit) as exc:
+        _main(module)([str(a) for a in args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A stand-in video, a labelled folder and an earlier notes file: what the scripts must not touch."""
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"not really a video")
+    data = tmp_path / "data" / "val"
+    (data / "happy").mkdir(parents=True)
+    (data / "happy" / "x.jpg").write_bytes(b"jpeg bytes")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    return video, data, notes
+
+
+def snapshot(*paths) -> dict:
+    return {str(p): p.read_bytes() for root in paths for p in ([root] if root.is_file() else sorted(root.rglob("*")))
+            if p.is_file()}
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Every script's machine_info() raises Started: a refusal must come before it, an accepted run reaches it."""
+    for module in ("video_fps", "pipeline", "detectors", "pictures", "dask_scaling"):
+        monkeypatch.setattr(__import__(module), "machine_info", lambda: (_ for _ in ()).throw(Started()))
+
+
+def test_an_output_never_replaces_an_input(tmp_path, capsys, inputs, no_work, monkeypatch):
+    import pipeline
+
+    video, data, notes = inputs
+    yunet = tmp_path / "yunet.onnx"
+    yunet.write_bytes(b"x")
+    monkeypatch.setattr(pipeline, "CROPS", data)
+    before = snapshot(tmp_path)
+    assert "VIDEO" in refused(capsys, "video_fps", video, "--json", video)
+    assert "--video" in refused(capsys, "pipeline", "--video", video, "--yunet-model", yunet, "--json", video)
+    assert str(video) in refused(capsys, "detectors", video, "--json", video)
+    assert "lies inside --data" in refused(capsys, "robustness", "--data", data, "--json", data / "happy" / "x.jpg")
+    assert "lies inside --data" in refused(capsys, "robustness", "--data", data, "--json", data / "happy" / "new.json")
+    assert "not output of this script" in refused(capsys, "video_fps", video, "--json", notes)
+    assert "is a folder" in refused(capsys, "video_fps", video, "--json", data)
+    assert snapshot(tmp_path) == before
+    # an earlier JSON result, or an empty file, may be replaced: the script gets as far as measuring
+    (tmp_path / "earlier.json").write_text('{"runs": []}\n')
+    for json_out in (tmp_path / "earlier.json", tmp_path / "new" / "out.json"):
+        with pytest.raises(Started):
+            _main("video_fps")([str(video), "--json", str(json_out)])
+
+
+def test_an_output_folder_is_never_an_input_or_a_foreign_folder(tmp_path, capsys, inputs, no_work):
+    import run
+
+    video, data, notes = inputs
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("months of work")
+    before = snapshot(tmp_path)
+    assert "is --data" in refused(capsys, "run", "--data", data, "--out-dir", data)
+    assert "lies inside --data" in refused(capsys, "run", "--data", data, "--out-dir", data / "happy")
+    assert "holds --data" in refused(capsys, "run", "--data", data, "--out-dir", tmp_path / "data")
+    assert "benchmark.json" in refused(capsys, "run", "--data", data, "--out-dir", ROOT)  # the repository
+    assert "benchmark.json" in refused(capsys, "run", "--data", data, "--out-dir", foreign)
+    assert "is a file" in refused(capsys, "run", "--data", data, "--out-dir", notes)
+    assert "is --data" in refused(capsys, "pictures", "--data", data, "--out", data)
+    assert "lies inside --data" in refused(capsys, "pictures", "--data", data, "--out", data / "happy")
+    assert "pictures.json" in refused(capsys, "pictures", "--data", data, "--out", foreign)
+    assert "is a file" in refused(capsys, "pictures", "--data", data, "--out", notes)
+    assert snapshot(tmp_path) == before and not (ROOT / "benchmark.json").exists()
+    # a new folder, one holding only run.py's artifacts, or an earlier run's output is accepted
+    earlier = tmp_path / "earlier"
+    (earlier / "artifacts").mkdir(parents=True)
+    assert run.parse_args(["--data", str(data), "--out-dir", str(earlier)]).out_dir == earlier
+    (earlier / "benchmark.json").write_text("{}")
+    (earlier / "notes.txt").write_text("kept")
+    assert run.parse_args(["--data", str(data), "--out-dir", str(earlier)]).out_dir == earlier
+    with pytest.raises(Started):
+        _main("pictures")(["--data", str(data), "--out", str(tmp_path / "fresh"), "--model", "fast"])
+
+
+@pytest.mark.parametrize("module, args, says", [
+    ("run", ["--data", "/nonexistent"], "--data /nonexistent"),
+    ("run", ["--model", "README.md"], "--model README.md"),
+    ("run", ["--model", "no-such-model"], "--model no-such-model"),
+    ("run", ["--batch-sizes", "0"], "--batch-sizes"),
+    ("run", ["--batch-sizes", "8", "-1"], "--batch-sizes"),
+    ("run", ["--threads", "0"], "--threads"),
+    ("pictures", ["--data", "/nonexistent"], "--data /nonexistent"),
+    ("pictures", ["--per-class", "0"], "--per-class"),
+    ("pictures", ["--per-class", "-1"], "--per-class"),
+    ("pictures", ["--model", "README.md"], "--model README.md"),
+    ("pictures", ["--photos", "/nonexistent"], "--photos /nonexistent"),
+    ("video_fps", ["--repeat", "0"], "--repeat"),
+    ("video_fps", ["--fer-fps", "-3"], "--fer-fps"),
+    ("video_fps", ["/nonexistent.mp4"], "/nonexistent.mp4"),
+    ("video_fps", ["README.md", "--fer-python", "/nonexistent/python"], "--fer-python"),
+    ("pipeline", ["--crops", "-5"], "--crops"),
+    ("pipeline", ["--model", "fast", "--video", "/nonexistent.mp4"], "--video /nonexistent.mp4"),
+    ("pipeline", ["--model", "README.md"], "--model README.md"),
+    ("detectors", ["/nonexistent.mp4"], "/nonexistent.mp4"),
+    ("detectors", ["--frames", "0"], "--frames"),
+    ("robustness", ["--limit-per-class", "0"], "--limit-per-class"),
+    ("robustness", ["--model", "README.md"], "--model README.md"),
+    ("dask_scaling", ["--workers", "0"], "--workers"),
+    ("peer_fer", ["crops", "x", "--repeat", "0"], "--repeat"),
+])
+def test_bad_options_are_one_line_errors(capsys, no_work, monkeypatch, module, args, says):
+    monkeypatch.chdir(ROOT)
+    data = ["--data", str(ROOT / "fer_export")] if module == "pictures" and "--data" not in args else []
+    assert says in refused(capsys, module, *args, *data)
+
+
+def test_pipeline_takes_a_bundled_model_name(tmp_path, inputs, no_work, monkeypatch):
+    import pipeline
+
+    video, data, _ = inputs
+    monkeypatch.setattr(pipeline, "CROPS", data)
+    with pytest.raises(Started):
+        pipeline.main(["--model", "fast", "--video", str(video), "--yunet-model", str(video),
+                       "--json", str(tmp_path / "p.json")])
+
+
+@pytest.mark.parametrize("module, args, sentence", [
+    ("video_fps", ["--help"], "per detector: frames/s (or faces/s) as a user sees them."),
+    ("peer_fer", ["--help"], "measured the way fer-export's own benchmarks measure fer-batch, for the ratios they "
+                             "print. Run it with an interpreter that has fer"),
+    ("run", ["--help"], "latency, throughput, memory, GFLOP/s and accuracy."),
+])
+def test_help_gives_the_whole_first_sentence(capsys, module, args, sentence):
+    with pytest.raises(SystemExit) as exc:
+        _main(module)(args)
+    assert exc.value.code == 0
+    assert sentence in " ".join(capsys.readouterr().out.split())

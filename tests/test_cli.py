@@ -44,3 +44,21 @@ def test_command_is_tested(name, sub):
     assert users, f"no test runs {name} ({module})"
     if sub:
         assert any(re.search(rf"""["']{re.escape(sub[0])}["']""", s) for s in users), f"no test runs {name} {sub[0]}"
+
+
+@pytest.mark.parametrize("missing, extra", [("torch", "train"), ("onnx.helper", "train"), ("distributed", "dask")])
+def test_a_light_install_is_told_which_extra_to_install(missing, extra):
+    """Without torch (the light install), a command that needs it ends in one line naming the extra."""
+    import click
+    from click.testing import CliRunner
+
+    from fer_export.cli import library_errors
+
+    @click.command()
+    @library_errors
+    def needs_it():
+        raise ModuleNotFoundError(f"No module named '{missing}'", name=missing)
+
+    res = CliRunner().invoke(needs_it, [])
+    assert res.exit_code == 2 and f"pip install 'fer-export[{extra}]'" in res.output, res.output
+    assert res.output.count("\n") == 1 and "Traceback" not in res.output

@@ -141,9 +141,10 @@ def test_int8_reports_accuracy_and_gates_on_drop(exported, tiny_ckpt, fer2013, m
     from fer_export.export import quantize
 
     monkeypatch.setattr(quantize, "CALIB_IMAGES", 32)
+    monkeypatch.setattr(quantize, "MAX_ACCURACY_DROP_PP", -100.0)  # any int8 model fails this gate
     monkeypatch.setattr(quantize, "images_per_second", lambda path, spec: 1.0)
     val = fer2013 / "val"
-    result = cli("onnx", tiny_ckpt, "--int8", "--calib", val, "--eval-limit", 4, "--max-drop", -100)
+    result = cli("onnx", tiny_ckpt, "--int8", "--calib", val, "--eval-limit", 4)
     assert result.exit_code == EXIT_FAILED, result.output
     assert "int8" in result.output and "pass --accept-drop" in result.output
     failed = tiny_ckpt.with_name("best_model.int8.failed.onnx")

@@ -343,3 +343,14 @@ def test_a_framing_with_a_size_brings_large_faces_down_to_it():
     assert faces.frame_face(big, small, sized).shape == faces.frame_face(big, small, TEMPLATE).shape  # never upscaled
     expected = cv2.resize(faces.frame_face(big, large, TEMPLATE), (48, 48), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(faces.frame_face(big, large, sized), expected)
+
+
+def test_tracker_follows_a_face_that_moved_more_than_its_boxes_overlap():
+    """Sampled sparsely (--video-fps 5 of a 25 fps video), a face moves more than its boxes overlap:
+    IoU alone would give it a new id every frame."""
+    tr = IouTracker()
+    assert tr.update([(0, 0, 100, 100), (400, 0, 100, 100)]) == [0, 1]
+    assert iou((60, 0, 100, 100), (0, 0, 100, 100)) < 0.3  # moved 0.6 of its side: no IoU match
+    assert tr.update([(60, 0, 100, 100), (400, 70, 100, 100)]) == [0, 1]
+    assert tr.update([(260, 0, 100, 100)]) == [2]  # two sides away: another face
+    assert tr.update([(60, 0, 200, 200)]) == [3]  # twice the size where face 0 was: not the same face

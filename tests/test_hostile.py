@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from fer_export import export as export_pkg
 from fer_export.cli.evaluate import main as fer_eval
 from fer_export.cli.export import main as fer_export
-from fer_export.errors import CheckpointError, InputError, OutputError, SpecError
+from fer_export.errors import ArtifactError, CheckpointError, InputError, OutputError, SpecError
 from fer_export.model import load_checkpoint, read_checkpoint, save_checkpoint
 from fer_export.runtime import BUNDLED_MODELS, EmotionClassifier
 from fer_export.spec import ModelSpec
@@ -110,12 +110,12 @@ def test_eval_refuses_report_and_confusion_on_one_file(model_onnx, tmp_path):
 # 2. the temporary and failed files of the gate are never an input
 
 def test_temp_file_is_never_the_input(tiny_ckpt, tmp_path):
-    src = Path(shutil.copy(tiny_ckpt, tmp_path / "w.tmp.pth"))  # was NAME.tmp.pth for -o NAME.pth
+    src = Path(shutil.copy(tiny_ckpt, tmp_path / "w.tmp.pt"))  # was NAME.tmp.pt for -o NAME.pt
     data = src.read_bytes()
-    res = invoke(fer_export, "torchscript", src, "-o", tmp_path / "w.pth")
+    res = invoke(fer_export, "torchscript", src, "-o", tmp_path / "w.pt")
     assert res.exit_code == 0, res.output
-    assert src.read_bytes() == data and (tmp_path / "w.pth").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth", "w.tmp.pth"]  # no temporary left
+    assert src.read_bytes() == data and (tmp_path / "w.pt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt", "w.tmp.pt"]  # no temporary left
 
 
 def test_failed_copy_is_never_the_input(tiny_ckpt, tmp_path):
@@ -323,3 +323,163 @@ def test_other_files_as_checkpoints_say_what_they_are(fast_onnx, tmp_path):
         with pytest.raises(CheckpointError) as err:
             read_checkpoint(path)
         assert words in str(err.value) and "weights_only=False" not in str(err.value)
+
+
+# 10. the torch-free install, fixed-batch exports, outputs in the data set, -o suffixes, int8 options
+
+def test_embed_without_onnx_is_a_dependency_error(model_onnx, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    refused(invoke(fer_export, "onnx", model_onnx, "--with-preprocessing"), "needs the 'onnx' package",
+            "pip install")
+    assert not model_onnx.with_name("model.embed.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def fixed_batch_onnx(tiny_ckpt, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("b2") / "b2.onnx"
+    res = invoke(fer_export, "onnx", tiny_ckpt, "--batch", "2", "-o", out)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_fixed_batch_export_runs_any_number_of_faces(fixed_batch_onnx, exported):
+    fixed, dynamic = EmotionClassifier(fixed_batch_onnx, "cpu", batch_size=4), EmotionClassifier(exported["onnx"], "cpu")
+    assert fixed.fixed_batch == 2 and dynamic.fixed_batch is None
+    faces = [np.full((40 + i, 48), 30 * i, np.uint8) for i in range(5)]
+    np.testing.assert_allclose(fixed.predict(faces), dynamic.predict(faces), atol=1e-5)
+    crops = np.stack([np.full((48, 48), 25 * i, np.uint8) for i in range(3)])
+    np.testing.assert_allclose(fixed.logits(crops), dynamic.logits(crops), atol=1e-4)
+    assert fixed.predict([]).shape == (0, 7)
+
+
+def test_fer_eval_runs_a_fixed_batch_export(fixed_batch_onnx, fer2013):
+    res = invoke(fer_eval, fixed_batch_onnx, "--data", fer2013, "--limit-per-class", "1", "--batch-size", "3",
+                 "--no-progress")
+    assert res.exit_code == 0 and "accuracy" in res.output, res.output
+
+
+@pytest.mark.parametrize("option, name", [("--report", "report.txt"), ("--confusion", "cm.png")])
+def test_eval_refuses_outputs_inside_the_data_folder(model_onnx, tmp_path, option, name):
+    data = tmp_path / "data"
+    (data / "val" / "happy").mkdir(parents=True)
+    out = tmp_path / "link" / "val" / "happy" / name  # through a link: real paths are compared
+    (tmp_path / "link").symlink_to(data)
+    refused(invoke(fer_eval, model_onnx, "--data", data, option, out), "inside the --data folder")
+    assert not (data / "val" / "happy" / name).exists()
+
+
+def test_eval_confusion_without_matplotlib_fails_before_evaluating(model_onnx, tmp_path, monkeypatch):
+    import sys
+
+    from fer_export import evaluate
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(evaluate, "evaluate_folder", lambda *a, **k: pytest.fail("evaluated"))
+    report = tmp_path / "r.txt"
+    refused(invoke(fer_eval, model_onnx, "--data", tmp_path / "d", "--confusion", tmp_path / "cm.png",
+                   "--report", report), "matplotlib", "pip install")
+    assert not report.exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (("onnx", "{m}", "-o", "{d}/x.pt"), ".onnx"),
+    (("onnx", "{m}", "-o", "{d}/noext"), "no suffix"),
+    (("torchscript", "{m}", "-o", "{d}/x.onnx"), ".pt"),
+    (("onnx", "{o}", "--with-preprocessing", "-o", "{d}/x.pt"), ".onnx"),
+])
+def test_export_refuses_an_output_of_another_format(ckpt, model_onnx, tmp_path, args, words):
+    before = snapshot(tmp_path)
+    args = [a.format(m=ckpt, o=model_onnx, d=tmp_path) for a in args]
+    refused(invoke(fer_export, *args), "-o", words)
+    assert snapshot(tmp_path) == before
+
+
+def _images(folder: Path, n: int) -> Path:
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((48, 48), 5 * i, np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("calib, words", [
+    (lambda d: d.mkdir() or d, "no images found"),
+    (lambda d: _images(d, 3), "only 3 image(s)"),
+    (lambda d: (_images(d, 20) / "broken.jpg").write_bytes(b"not a jpeg") and d, "broken.jpg"),
+])
+def test_int8_calib_folder_is_checked_before_any_export(ckpt, tmp_path, calib, words):
+    folder = calib(tmp_path / "calib")
+    refused(invoke(fer_export, "onnx", ckpt, "--int8", "--calib", folder), words)
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["calib", "m.pth"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--calib", "{d}"), "--calib needs --int8"),
+    (("--max-drop", "2"), "--max-drop needs --int8"),
+])
+def test_int8_options_without_int8_are_refused(ckpt, tmp_path, args, words):
+    res = invoke(fer_export, "onnx", ckpt, *[a.format(d=tmp_path) for a in args])
+    assert res.exit_code == 2 and words in res.output, res.output
+    assert not ckpt.with_suffix(".onnx").exists()
+
+
+def test_negative_max_drop_is_refused(model_onnx, tmp_path):
+    res = invoke(fer_export, "onnx", model_onnx, "--int8", "--calib", tmp_path, "--max-drop", "-5")
+    assert res.exit_code == 2 and "Invalid value for '--max-drop'" in res.output, res.output
+    assert "x<=None" not in invoke(fer_export, "onnx", "--help").output
+
+
+# 11. training.face_template
+
+def test_face_template_refuses_bad_arguments_before_work(model_onnx, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from training import face_template
+
+    monkeypatch.setattr(face_template, "derive", lambda files: pytest.fail("derived"))
+    before = model_onnx.read_bytes()
+    cases = [(["--data", tmp_path / "missing"], "no such folder"),
+             (["--data", tmp_path, "--stamp", model_onnx, "--out", tmp_path / ".." / tmp_path.name / "model.onnx"],
+              "would overwrite the --stamp model")]
+    for argv, words in cases:
+        assert face_template.main([str(a) for a in argv]) == 2
+        assert words in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert face_template.main(["--data", str(tmp_path), "--stamp", str(model_onnx), "--out", str(tmp_path / "o.onnx")]) == 2
+    assert "needs the 'onnx' package" in capsys.readouterr().err
+    assert model_onnx.read_bytes() == before
+
+
+# 12. EmotionClassifier's arguments and what its methods are given
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"batch_size": 0}, "batch_size must be a positive integer"), ({"batch_size": -1}, "batch_size"),
+    ({"batch_size": 1.5}, "batch_size"), ({"batch_size": "8"}, "batch_size"), ({"batch_size": None}, "batch_size"),
+    ({"threads": 1.5}, "threads must be a positive integer or None"), ({"threads": -2}, "threads"),
+])
+def test_classifier_refuses_bad_arguments(fast_onnx, kwargs, words):
+    with pytest.raises(InputError, match=words):
+        EmotionClassifier(fast_onnx, "cpu", **kwargs)
+
+
+def test_classifier_says_what_a_wrong_model_file_is(tmp_path, ckpt):
+    with pytest.raises(ArtifactError, match="is a folder"):
+        EmotionClassifier(tmp_path, "cpu")
+    with pytest.raises(ArtifactError, match=r"PyTorch checkpoint.*fer-export onnx"):
+        EmotionClassifier(ckpt, "cpu")
+
+
+def test_prepare_and_raw_calls_blame_the_input(clf):
+    with pytest.raises(InputError, match="prepare\\(\\) got one gray image"):
+        clf.prepare(np.zeros((60, 50), np.uint8))
+    for bad in (np.zeros((2, 10, 10), np.uint8), np.zeros((2, 64, 64), np.float32), [1, 2]):
+        with pytest.raises(InputError, match="logits"):
+            clf.logits(bad)
+    for bad in (np.zeros((2, 1, 10, 10), np.float32), np.zeros((2, 64, 64), np.uint8), None):
+        with pytest.raises(InputError, match="predict_prepared"):
+            clf.predict_prepared(bad)
+    good = clf.prepare([np.zeros((60, 50), np.uint8)])
+    assert clf.predict_prepared(good).shape == (1, 7)

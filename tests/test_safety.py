@@ -433,7 +433,14 @@ def test_videos_that_differ_only_in_their_suffix_get_their_own_annotated_copy(tm
                 "--every-n", 25, "--annotate", tmp_path / "an")
     assert res.exit_code == 0, res.output
     copies = sorted((tmp_path / "an" / "in").iterdir())
-    assert len(copies) == 3 and all(p.suffix == ".mp4" and p.stat().st_size > 1000 for p in copies), copies
+    assert [p.name for p in copies] == ["clip.avi.mp4", "clip.mkv.mp4", "clip.mp4"], copies  # clip.mp4 keeps its name
+    assert all(p.stat().st_size > 1000 for p in copies)
+    again = batch(data, "--out", tmp_path / "r2.csv", "--model", tiny_model, "--yunet-model", yunet_model,
+                  "--every-n", 25, "--annotate", tmp_path / "an")  # an earlier run's pictures: not without --overwrite
+    assert again.exit_code == 2 and "already exists" in again.output and "--overwrite" in again.output, again.output
+    # the parent of the input folder: each copy would land in in/ (clip.avi.mp4 is no input's own name)
+    inside = batch(data, "--out", tmp_path / "r3.csv", "--model", tiny_model, "--annotate", tmp_path, "--overwrite")
+    assert inside.exit_code == 2 and "inside the input folder" in inside.output, inside.output
 
 
 @pytest.mark.parametrize("case", ["out name too long", "journal name too long", "model name too long"])
@@ -475,3 +482,51 @@ def test_a_link_to_a_folder_inside_an_input_folder_is_listed_as_skipped(tmp_path
     skipped = [line for line in res.output.splitlines() if line.startswith("  skipped ")]
     assert len(skipped) == 2 and all("link to a folder, not followed" in line for line in skipped), res.output
     assert len(read_results(tmp_path / "r.csv")) == 3  # a.jpg, the bad name and z.jpg; nothing twice
+
+
+def test_a_pipe_named_like_a_video_gets_an_error_row_that_says_so(tmp_path, tiny_model):
+    pipe = tmp_path / "stream.mp4"
+    os.mkfifo(pipe)
+    res = batch(pipe, "--out", tmp_path / "r.csv", "--model", tiny_model, "--detector", "none")
+    assert res.exit_code == 1, res.output  # nothing blocks on the pipe: one error row, the run ends
+    rows = read_results(tmp_path / "r.csv")
+    assert list(rows.status) == ["error"] and "not a regular file" in rows.error[0], rows.error[0]
+
+
+def test_the_runs_own_files_in_an_input_folder_are_not_listed_as_skipped(tmp_path, folder, tiny_model):
+    (folder / "notes.txt").write_text("mine")
+    for _ in range(2):  # the second run finds the first one's CSV, journal, lock and summary in the folder
+        res = batch(folder, "--out", folder / "r.csv", "--summary", folder / "s.csv", "--model", tiny_model,
+                    "--detector", "none", "--overwrite")
+        assert res.exit_code == 0, res.output
+    skipped = [line.strip() for line in res.output.splitlines() if line.startswith("  skipped ")]
+    assert skipped == [f"skipped {folder / 'notes.txt'}: not an image or video type (.txt)"], res.output
+
+
+@pytest.mark.parametrize("options", [dict(batch_size="32"), dict(every_n=2.5), dict(max_faces=True),
+                                     dict(resume="no"), dict(det_sizes="1280"), dict(video_fps="5"),
+                                     dict(workers=2.0), dict(min_face=None.__class__)])
+def test_api_options_of_the_wrong_type_are_refused_not_half_used(options):
+    from fer_export.batch import BatchConfig
+
+    with pytest.raises(InputError):
+        BatchConfig.build(["faces"], "r.csv", **options)
+
+
+def test_api_takes_one_input_as_a_string_or_a_path():
+    from fer_export.batch import BatchConfig
+
+    for given in ("faces", Path("faces"), ["faces"]):
+        assert BatchConfig.build(given, "r.csv", det_sizes=1280).inputs == (Path("faces"),)
+    assert BatchConfig.build("faces", "r.csv", det_sizes=1280).work.det_sizes == (1280,)
+
+
+def test_plots_without_matplotlib_are_refused_before_any_input(tmp_path, folder, tiny_model, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    res = batch(folder, "--out", tmp_path / "r.csv", "--model", tiny_model, "--detector", "none",
+                "--plots", tmp_path / "plots")
+    assert res.exit_code == 2 and "pip install matplotlib" in res.output, res.output
+    assert not (tmp_path / "r.csv").exists()  # refused before the run: the same command works once installed

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from fer_export.errors import FerExportError, InputError, OutputError, require
+from fer_export.folders import check_writable
 from fer_export.spec import LANDMARKS, Framing
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "train"
@@ -119,6 +122,27 @@ def stamp(model: Path, out: Path, framing: Framing) -> Path:
     return out
 
 
+def check_args(args) -> None:
+    """Before the minutes of detection: the data folder exists, and --stamp can be done (its model exists, the
+    onnx package is installed, --out is not the model itself)."""
+    if not args.data.is_dir():
+        raise InputError(f"--data {args.data}: no such folder; give FER2013's training crops (<emotion>/*.jpg)")
+    if args.samples < 1:
+        raise InputError(f"--samples must be at least 1, got {args.samples}")
+    if args.stamp:
+        if not args.stamp.is_file():
+            raise InputError(f"--stamp {args.stamp}: no such model file; give an ONNX model exported with "
+                             "`fer-export onnx`")
+        if os.path.realpath(args.out) == os.path.realpath(args.stamp):
+            raise OutputError(f"--out {args.out} would overwrite the --stamp model {args.stamp}; choose another path")
+        require("onnx", "train", "python -m training.face_template --stamp")
+    for what, path in (("--out", args.out), ("--json", args.json)):
+        if path is not None:
+            check_writable(what, path)
+    if args.out and args.json and os.path.realpath(args.out) == os.path.realpath(args.json):
+        raise OutputError(f"--json {args.json} would overwrite --out {args.out}; choose another path")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA, help="FER2013 training crops, <emotion>/*.jpg")
@@ -130,6 +154,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if bool(args.stamp) != bool(args.out):
         ap.error("--stamp and --out go together")
+    try:
+        check_args(args)
+    except FerExportError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
     framing, stats = derive(sample(args.data, args.samples, args.seed))
     result = {"framing": framing.to_dict(), **stats}
     print(json.dumps(result, indent=2))

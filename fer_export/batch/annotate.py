@@ -26,13 +26,12 @@ COLOR = (40, 220, 40)  # BGR
 NAME_MAX = 255
 
 
-def output_path(out_dir: str | Path, name: str, suffix: str | None = None) -> Path:
-    """Where a source's picture goes: its name under ``out_dir``, without ``..`` or a root, with
-    ``suffix`` instead of its own; a file name too long to write (an input's name at the limit plus
-    ``.png``) is cut and given a hash of the whole name, so that it stays unique."""
+def output_path(out_dir: str | Path, name: str) -> Path:
+    """Where a source's picture goes: its name under ``out_dir``, without ``..`` or a root; a file name
+    too long to write (an input's name at the limit plus ``.png``) is cut and given a hash of the whole
+    name, so that it stays unique."""
     parts = [p for p in PurePath(name).parts if p not in ("..", ".") and not PurePath(p).anchor]
     path = Path(out_dir).joinpath(*parts)
-    path = path.with_suffix(suffix) if suffix else path
     if len(os.fsencode(path.name)) <= NAME_MAX:
         return path
     tail = "~" + hashlib.sha256(os.fsencode(path.name)).hexdigest()[:12] + path.suffix
@@ -87,7 +86,7 @@ def _annotate_image(src: Source, rows, out_dir) -> Path:
 
 def _annotate_video(src: Source, rows, out_dir) -> Path:
     """Every frame, with the faces of the latest sampled frame drawn, as an MPEG-4 .mp4."""
-    out = output_path(out_dir, src.out_name, ".mp4")
+    out = output_path(out_dir, src.annotated_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     cap, fps, _ = open_video(src.path)
     per_frame = dict(tuple(rows[rows["frame"].notna()].groupby("frame")))

@@ -8,6 +8,7 @@ reads its defaults from here.
 """
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -62,12 +63,19 @@ class WorkConfig:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, str(value))
-        try:
-            object.__setattr__(self, "det_sizes", tuple(int(s) for s in self.det_sizes))
-            for name in ("det_threshold", "look_again"):
-                object.__setattr__(self, name, float(getattr(self, name)))
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"detection settings must be numbers: {exc}") from exc
+        sizes = self.det_sizes
+        if isinstance(sizes, (int, float)) and not isinstance(sizes, bool):
+            sizes = (sizes,)  # one size given alone
+        if isinstance(sizes, (str, bytes)) or not all(_is_whole(s) for s in sizes):
+            raise InputError(f"det_sizes must be whole numbers of pixels, e.g. (640,), got {self.det_sizes!r}")
+        object.__setattr__(self, "det_sizes", tuple(int(s) for s in sizes))
+        for name in ("det_threshold", "look_again", "video_fps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, (bool, str, bytes)) or not isinstance(value, numbers.Real)):
+                raise InputError(f"{name} must be a number, got {value!r}")
+            if value is not None:
+                object.__setattr__(self, name, float(value))
+        _whole_numbers(self, ("batch_size", "threads", "min_face", "max_faces", "every_n"))
         _raise(_work_problems(self))
 
 
@@ -89,7 +97,14 @@ class BatchConfig:
     def __post_init__(self):
         if isinstance(self.out, str) and self.out.endswith(("/", os.sep)):  # Path() would drop the slash
             raise InputError(f"--out {self.out} names a folder; give the results file's name, e.g. {self.out}results.csv")
-        object.__setattr__(self, "inputs", tuple(Path(p) for p in self.inputs))
+        inputs = (self.inputs,) if isinstance(self.inputs, (str, bytes, os.PathLike)) else self.inputs
+        object.__setattr__(self, "inputs", tuple(Path(os.fsdecode(p)) for p in inputs))
+        for name in ("resume", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise InputError(f"progress must be True, False or None, got {self.progress!r}")
+        _whole_numbers(self, ("workers",))
         for name in ("out", "summary", "annotate", "plots"):
             value = getattr(self, name)
             if value is not None:
@@ -97,7 +112,7 @@ class BatchConfig:
         _raise(_batch_problems(self))
 
     @classmethod
-    def build(cls, inputs: Sequence[str | Path], out: str | Path, **options: Any) -> "BatchConfig":
+    def build(cls, inputs: Sequence[str | Path] | str | Path, out: str | Path, **options: Any) -> "BatchConfig":
         """A config from flat options (the CLI's, or a caller's): each goes to the part that owns it.
         Options given as None keep their default."""
         work_names = {f.name for f in fields(WorkConfig)}
@@ -106,8 +121,22 @@ class BatchConfig:
         if unknown:
             raise InputError(f"unknown batch options {sorted(unknown)}")
         work = WorkConfig(**{k: v for k, v in given.items() if k in work_names})
-        return cls(inputs=tuple(inputs), out=out, work=work,
+        return cls(inputs=inputs, out=out, work=work,
                    **{k: v for k, v in given.items() if k not in work_names})
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _whole_numbers(config, names: tuple[str, ...]) -> None:
+    """Fields that must be whole numbers (or None): an API caller's "32" or 2.5 is refused, not half-used."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not _is_whole(value):
+            raise InputError(f"{name} must be a whole number, got {value!r}")
+        if value is not None:
+            object.__setattr__(config, name, int(value))
 
 
 def _through_link(path: Path) -> Path:

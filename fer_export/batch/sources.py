@@ -38,6 +38,12 @@ class Source:
     key: str = ""  # the file's real path: the same file however it was named (resume matches on it)
     out_name: str = ""  # relative path of its annotated copy or plot: FOLDER-NAME/relative/path
 
+    @property
+    def annotated_name(self) -> str:
+        """The relative path of its annotated copy: ``out_name``, and for a video not already an MP4
+        with ``.mp4`` added (``clip.avi.mp4``: beside ``clip.mp4``, each keeps its own name)."""
+        return annotated_name(self.out_name, self.kind)
+
 
 def kind_of(path: Path) -> str:
     return "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"
@@ -124,20 +130,21 @@ def collect_sources(inputs: Sequence[str | Path], skipped: list[Skipped] | None 
             if key in seen:
                 continue
             seen.add(key)
-            out_name, kind = escape_name(out_name), kind_of(path)
-            # two inputs of the same name from different places, or videos that differ only in their
-            # suffix (clip.avi, clip.mkv: both annotated as clip.mp4)
-            while out_name in outs or _as_video(out_name, kind) in outs:
-                stem, dot, ext = out_name.rpartition(".")
-                out_name = f"{stem}_{len(outs)}.{ext}" if dot else f"{out_name}_{len(outs)}"
-            outs.update({out_name, _as_video(out_name, kind)})
+            kind = kind_of(path)
+            out_name = wanted = escape_name(out_name)
+            k = 0  # two inputs of the same name from different places (or clip.avi beside clip.avi.mp4)
+            while out_name in outs or annotated_name(out_name, kind) in outs:
+                k += 1
+                stem, dot, ext = wanted.rpartition(".")
+                out_name = f"{stem}_{k}.{ext}" if dot else f"{wanted}_{k}"
+            outs.update({out_name, annotated_name(out_name, kind)})
             out.append(Source(path, escape_name(name), kind, key, out_name))
     return out
 
 
-def _as_video(out_name: str, kind: str) -> str:
-    """The name of ``out_name``'s annotated copy: a video's is an MP4."""
-    return str(PurePath(out_name).with_suffix(".mp4")) if kind == "video" else out_name
+def annotated_name(out_name: str, kind: str) -> str:
+    """See :attr:`Source.annotated_name`."""
+    return out_name if kind != "video" or out_name.lower().endswith(".mp4") else out_name + ".mp4"
 
 
 def _folder_entries(root: Path) -> Iterator[tuple[tuple[str, ...], os.DirEntry]]:
@@ -223,7 +230,8 @@ def open_video(path: str | Path):
     """An opened ``cv2.VideoCapture``, its fps and its frame count (0 when unknown)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}: not a regular file (a pipe or a device); save the stream to a file first"
+                         if path.exists() else f"{path}: no such file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty (0 bytes); re-copy or remove it")
     cap = _capture(path)

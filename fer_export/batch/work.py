@@ -7,6 +7,7 @@ finished inputs reach the committer; neither imports the other.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError, OutputError
+from ..errors import DependencyError, InputError, OutputError
 from ..preprocess import read_color, read_gray, to_gray
 from ..runtime import EmotionClassifier
 from .config import BatchConfig, WorkConfig
@@ -25,7 +26,8 @@ from .faces import Face, open_detector, second_looks
 from .annotate import output_path
 from .results import (RESULTS_HEAD, SUMMARY_HEAD, BatchReport, ResultsWriter, columns, journal_path, lock_path,
                       make_row, printable, source_status, summarize)
-from .sources import FrameSampler, Source, collect_sources, count_frames, escape_name, is_face_crop
+from .sources import (FrameSampler, Source, collect_sources, count_frames, escape_name, is_face_crop,
+                      unescape_name)
 
 Log = Callable[[str], None]
 
@@ -148,6 +150,11 @@ def collect(config: BatchConfig, report_skipped: list | None = None) -> list[Sou
     """The run's inputs, once every output is checked against them (:func:`check_outputs`); none at
     all is an error. Files of the input folders that are not inputs are added to ``report_skipped``."""
     sources = collect_sources(config.inputs, report_skipped)
+    if report_skipped:  # this run's own files, when it writes them into an input folder, are no news
+        own = {os.path.realpath(p) for p in (config.out, journal_path(config.out), lock_path(config.out),
+                                             config.summary) if p is not None}
+        report_skipped[:] = [k for k in report_skipped
+                             if os.path.realpath(os.fsdecode(unescape_name(k.path))) not in own]
     if not sources:
         raise InputError(f"no images or videos found in {[escape_name(p) for p in config.inputs]}")
     check_outputs(config, sources)
@@ -240,6 +247,8 @@ def check_outputs(config: BatchConfig, sources: list[Source]) -> None:
 
 
 def _check_outputs(config: BatchConfig, sources: list[Source]) -> None:
+    if config.plots and importlib.util.find_spec("matplotlib") is None:  # found now, not after the whole run
+        raise DependencyError("--plots needs matplotlib, which is not installed: pip install matplotlib")
     inputs = {s.key for s in sources}
     out = config.out
     if str(out).endswith(("/", os.sep)) or out.is_dir():
@@ -265,21 +274,29 @@ def _check_outputs(config: BatchConfig, sources: list[Source]) -> None:
         if real in seen:
             raise OutputError(f"{option} {path} is the same file as {seen[real]}; choose another path")
         seen[real] = option
-    folders = [os.path.realpath(p) for p in config.inputs if p.is_dir()]
+    folders = [os.path.realpath(p).rstrip(os.sep) + os.sep for p in config.inputs if p.is_dir()]
+
+    def input_folder_of(real: str) -> str | None:
+        return next((f for f in folders if (real + os.sep).startswith(f)), None)
+
     for option, folder in (("--annotate", config.annotate), ("--plots", config.plots)):
         if folder is None:
             continue
-        real = os.path.realpath(folder)
-        inside = next((f for f in folders if real == f or real.startswith(f.rstrip(os.sep) + os.sep)), None)
-        if inside is not None:
-            raise OutputError(f"{option} {folder} is inside the input folder {printable(inside)}: "
-                              "its pictures would be inputs of the next run; choose a folder outside the inputs")
         for s in sources:
             planned = planned_output(folder, s, option)
-            if os.path.realpath(planned) in inputs or os.path.realpath(planned) in seen:
-                raise OutputError(f"{option} {folder} would overwrite {planned}, an input or another output; "
-                                  "choose an empty folder outside the inputs")
-            seen[os.path.realpath(planned)] = option
+            real = os.path.realpath(planned)
+            if real in inputs or real in seen:
+                raise OutputError(f"{option} {folder} would overwrite {printable(str(planned))}, an input or another "
+                                  "output; choose an empty folder outside the inputs")
+            inside = input_folder_of(real)
+            if inside is not None:
+                raise OutputError(f"{option} {folder} would write {printable(str(planned))} inside the input folder "
+                                  f"{printable(inside)}: it would be an input of the next run; choose a folder "
+                                  "outside the inputs")
+            if not (config.resume or config.overwrite) and os.path.lexists(planned):
+                raise OutputError(f"{option} {folder}: {printable(str(planned))} already exists (an earlier run's?); "
+                                  "pass --overwrite to replace such files, or choose an empty folder")
+            seen[real] = option
     for option, folder in [("--out", out.parent), ("--summary", config.summary and config.summary.parent),
                            ("--annotate", config.annotate), ("--plots", config.plots)]:
         if folder is not None:
@@ -290,7 +307,7 @@ def planned_output(folder: Path, source: Source, option: str) -> Path:
     """Where ``--plots`` (a PNG) or ``--annotate`` (a copy; an MP4 for a video) puts ``source``'s picture."""
     if option == "--plots":
         return output_path(folder, source.out_name + ".png")
-    return output_path(folder, source.out_name, ".mp4" if source.kind == "video" else None)
+    return output_path(folder, source.annotated_name)
 
 
 def _nonempty(path: Path) -> bool:

@@ -18,6 +18,9 @@ import click
 from ..errors import FerExportError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Optional packages by import name, and the extra that installs them.
+_EXTRAS = {"torch": "train", "torchvision": "train", "onnx": "train", "onnxscript": "train", "matplotlib": "train",
+           "dask": "dask", "distributed": "dask"}
 
 
 class UserError(click.ClickException):
@@ -38,6 +41,12 @@ def library_errors(fn):
             return fn(*args, **kwargs)
         except FerExportError as exc:
             raise UserError(str(exc)) from exc
+        except ModuleNotFoundError as exc:  # a light install (no torch) asked for training or export
+            extra = _EXTRAS.get((exc.name or "").partition(".")[0])
+            if extra is None:
+                raise
+            raise UserError(f"this needs the '{exc.name}' package, which is not installed (the light install reads "
+                            f"exported .onnx models only): pip install 'fer-export[{extra}]'") from exc
         except KeyboardInterrupt:
             echo_err("interrupted (Ctrl-C); no unfinished output was put in place")
             exit_with(EXIT_INTERRUPTED)

@@ -11,7 +11,8 @@ import click
 
 from . import library_errors
 from ..evaluate import CONFUSION_SUFFIXES, check_confusion_path, evaluate_folder, plot_confusion
-from ..folders import check_outputs, write_file
+from ..errors import require
+from ..folders import check_outputs, check_outside, write_file
 from ..runtime import BUNDLED_MODELS, PROVIDERS, resolve_model
 
 
@@ -40,7 +41,10 @@ def main(model, data, split, batch_size, limit_per_class, provider, confusion, r
         model = resolve_model(str(model), provider)
     if confusion:
         check_confusion_path(confusion)
-    check_outputs([("the model", model)], [("--report", report), ("--confusion", confusion)])
+        require("matplotlib", "train", "fer-eval --confusion")
+    outputs = [("--report", report), ("--confusion", confusion)]
+    check_outputs([("the model", model)], outputs)
+    check_outside("the --data folder", data, outputs)
     result = evaluate_folder(model, data, split, batch_size, limit_per_class, provider, progress)
     text = result.classification_report()
     if report:

@@ -100,7 +100,8 @@ def main():
 @click.option("--eval-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Labelled folder (<emotion>/*.jpg) to judge int8 accuracy on. Default: --calib.")
 @click.option("--eval-limit", type=click.IntRange(min=1), help="Use at most this many images per class of --eval-data.")
-@click.option("--max-drop", type=FiniteFloat(), help="Largest accepted int8 accuracy drop in points (default 1.0).")
+@click.option("--max-drop", type=FiniteFloat(min=0), help="Largest accepted int8 accuracy drop in points, 0 or more "
+                                                         "(default 1.0).")
 @click.option("--accept-drop", is_flag=True, help="Keep the int8 model even if its accuracy drops more.")
 @_tta
 @_data
@@ -108,10 +109,19 @@ def main():
 @library_errors
 def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, calib_tries, eval_data, eval_limit,
          max_drop, accept_drop, tta, data, json_out):
-    from ..export import export, export_int8, output_path, sibling
+    from ..export import check_suffix, export, export_int8, output_path, sibling
 
     if int8 and not calib:
         raise click.UsageError("--int8 needs --calib DIR (real face images to calibrate on)")
+    int8_only = [name for name, given in (("--calib", calib), ("--eval-data", eval_data), ("--eval-limit", eval_limit),
+                                          ("--max-drop", max_drop is not None), ("--accept-drop", accept_drop),
+                                          ("--calib-tries", calib_tries != 1)) if given]
+    if int8_only and not int8:
+        raise click.UsageError(f"{', '.join(int8_only)} need{'s' if len(int8_only) == 1 else ''} --int8")
+    if int8:
+        from ..export.quantize import check_calib
+
+        check_calib(calib, calib_tries)
     inputs = [("the model", checkpoint)]
     if checkpoint.suffix.lower() == ".onnx":
         graph_options = tta != "none" or batch != "dynamic" or opset != 18  # these need a checkpoint
@@ -127,6 +137,8 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, cali
     final = output_path("onnx", checkpoint, output)
     _check_paths(inputs, [(final, "the onnx export")] + ([(sibling(final, "int8"), "the int8 model")] if int8 else []),
                  json_out)
+    if output:
+        check_suffix("onnx", output)
     results = [_run(export, "onnx", checkpoint, output, data=data, tta=tta, opset=opset, batch=batch,
                     with_preprocessing=with_preprocessing)]
     if int8 and results[0].passed:
@@ -138,6 +150,7 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, cali
 
 def _embed(model, output, with_preprocessing, other_options, data, json_out):
     """`fer-export onnx MODEL.onnx --with-preprocessing`: the embeddable uint8-input graph of an ONNX file."""
+    from ..export import check_suffix
     from ..export.embed import embed_onnx, embed_path
 
     if not with_preprocessing or other_options:
@@ -145,6 +158,8 @@ def _embed(model, output, with_preprocessing, other_options, data, json_out):
                                "(--with-preprocessing, with -o/--data/--json) or, alone, its int8 copy (--int8 "
                                "--calib DIR, beside it); --tta/--batch/--opset take a checkpoint")
     _check_paths([("the model", model)], [(embed_path(model, output), "the embeddable model")], json_out)
+    if output:
+        check_suffix("onnx", output)
     _finish([_run(embed_onnx, model, output, data=data)], json_out)
 
 
@@ -157,10 +172,12 @@ def _embed(model, output, with_preprocessing, other_options, data, json_out):
 @_json
 @library_errors
 def torchscript(checkpoint, output, tta, data, json_out):
-    from ..export import export, output_path
+    from ..export import check_suffix, export, output_path
 
     _check_paths([("the checkpoint", checkpoint)], [(output_path("torchscript", checkpoint, output),
                                                       "the torchscript export")], json_out)
+    if output:
+        check_suffix("torchscript", output)
     _finish([_run(export, "torchscript", checkpoint, output, data=data, tta=tta)], json_out)
 
 

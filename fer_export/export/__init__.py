@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-from ..errors import ArtifactError, ExportError, ParityError
+from ..errors import ArtifactError, ExportError, InputError, ParityError
 from ..folders import cannot_write, check_outputs
 from ..spec import INPUT_NORMALIZED, INPUT_UINT8, META_PARITY, META_SOURCE_SHA256, META_TTA, ModelSpec
 from .artifact import TTA_MODES, Artifact, build_metadata
@@ -70,6 +70,16 @@ def sibling(path: Path, tag: str) -> Path:
 def output_path(fmt: str, checkpoint: str | Path, output: str | Path | None = None) -> Path:
     """Where :func:`export` puts ``checkpoint``'s ``fmt`` artifact: ``output``, else beside the checkpoint."""
     return Path(output) if output else Path(checkpoint).with_suffix(FORMATS[fmt].suffix)
+
+
+def check_suffix(fmt: str, output: str | Path) -> Path:
+    """``output`` when its suffix is ``fmt``'s (the one fer-eval and the loaders read it by), else an InputError."""
+    output, suffix = Path(output), FORMATS[fmt].suffix
+    if output.suffix.lower() != suffix:
+        kind = repr(output.suffix) if output.suffix else "no suffix"
+        raise InputError(f"-o {output}: {'an' if fmt[0] in 'aeiou' else 'a'} {fmt} export must be named *{suffix}, not {kind} (its format is read "
+                         f"from the suffix)" + (f"; e.g. -o {output.with_suffix(suffix)}" if output.name else ""))
+    return output
 
 
 def gate_outputs(final: Path, what: str) -> list[tuple[str, Path]]:
@@ -197,6 +207,8 @@ def export(fmt: str, checkpoint: str | Path, output: str | Path | None = None, *
     if os.path.realpath(final) == os.path.realpath(checkpoint):
         raise ExportError(f"{final}: the export would overwrite its own checkpoint; choose another path with -o")
     check_outputs([("the checkpoint", checkpoint)], gate_outputs(final, f"the {fmt} export"))
+    if output:
+        check_suffix(fmt, output)
     model, spec = reference_model(checkpoint, tta)
     input_format = INPUT_UINT8 if options.get("with_preprocessing") else INPUT_NORMALIZED
     metadata = build_metadata(spec, sha256_file(checkpoint), input_format=input_format, tta=tta)

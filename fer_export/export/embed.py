@@ -23,7 +23,7 @@ from ..errors import ArtifactError, ExportError
 from ..spec import META_INPUT, META_PARITY, ModelSpec
 from ..spec import INPUT_NORMALIZED, INPUT_UINT8
 from ..folders import check_outputs
-from . import ExportResult, gate_outputs, settle, sibling, temp_beside, write_artifact
+from . import ExportResult, check_suffix, gate_outputs, settle, sibling, temp_beside, write_artifact
 from .onnx import MIN_OPSET, _set_props, load_onnx, stamp_onnx
 
 PREFIX = "fer_preprocess/"  # names of the composed nodes and tensors, clear of the exporter's own
@@ -133,12 +133,11 @@ def embed_onnx(source: str | Path, output: str | Path | None = None, *, data: st
     """Write ``source`` (an ONNX file exported by fer-export) with its preprocessing inside, gated by a
     parity check against ``source`` + the Python preprocessing. Default output: ``NAME.embed.onnx``.
     Raises :class:`ParityError` (the file is kept as ``NAME.failed.onnx``) when the check fails."""
-    import onnx
-
     from ..errors import require
+
+    onnx = require("onnx", "train", "fer-export onnx MODEL.onnx --with-preprocessing")
     from ..parity import compare, input_sets, tolerance_for
 
-    require("onnx", "train", "fer-export onnx MODEL.onnx --with-preprocessing")
     source = Path(source)
     art = load_onnx(source)
     spec = art.spec
@@ -151,6 +150,8 @@ def embed_onnx(source: str | Path, output: str | Path | None = None, *, data: st
     if final.resolve() == source.resolve():
         raise ExportError(f"{final}: the output would overwrite its source; choose another path with -o")
     check_outputs([("the source model", source)], gate_outputs(final, "the embeddable model"))
+    if output:
+        check_suffix("onnx", output)
     metadata = {**art.metadata, META_INPUT: INPUT_UINT8}
     metadata.pop(META_PARITY, None)
     tmp = temp_beside(final)

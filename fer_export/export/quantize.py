@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, InputError
-from ..folders import image_files, labelled_images, sample_of
+from ..folders import IMAGE_EXTENSIONS, image_files, labelled_images, sample_of
 from ..preprocess import preprocess, read_gray
 from ..spec import ModelSpec
 
@@ -30,12 +30,34 @@ from ..spec import ModelSpec
 MAX_ACCURACY_DROP_PP = 1.0
 CALIB_IMAGES = 256  # images sampled from --calib for calibration
 CALIB_BATCH = 32
+#: Fewest images of --calib accepted: MinMax ranges from a handful of images misjudge every other face.
+MIN_CALIB_IMAGES = 16
 #: With ``tries`` > 1, the candidates are compared on this many other images of the calibration folder.
 FIDELITY_IMAGES = 256
 FIDELITY_SEED = 1_000_003  # seeds the sample of those images (calibration samples use seed, seed + 1, ...)
 SPEED_BATCH = 32  # batch size of the images/s measurement
 SPEED_THREADS = 2  # onnxruntime intra-op threads for the images/s measurement
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]  # the softmax stays in float
+
+
+def check_calib(calib: str | Path, tries: int = 1, seed: int = 0) -> list[Path]:
+    """Before any export work: the images of ``calib`` (an InputError when the folder is missing, has fewer
+    than :data:`MIN_CALIB_IMAGES` images, or one of the images the calibration samples would take cannot
+    be read). Returns the folder's image files."""
+    calib = Path(calib)
+    if not calib.is_dir():
+        raise InputError(f"--calib {calib}: no such folder; give a folder of real face images")
+    try:
+        files = image_files(calib)
+    except InputError:
+        raise InputError(f"--calib {calib}: no images found (extensions {IMAGE_EXTENSIONS}); give a folder of "
+                         "real face images") from None
+    if len(files) < MIN_CALIB_IMAGES:
+        raise InputError(f"--calib {calib}: only {len(files)} image(s); int8 calibration needs at least "
+                         f"{MIN_CALIB_IMAGES} real face images ({CALIB_IMAGES} are sampled when there are enough)")
+    for path in sorted(set().union(*(sample_of(files, CALIB_IMAGES, s) for s in range(seed, seed + max(1, tries))))):
+        read_gray(path)  # an unreadable image: an InputError naming it, now rather than after the fp32 export
+    return files
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, spec: ModelSpec, calib: str | Path,
