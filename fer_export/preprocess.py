@@ -19,6 +19,13 @@ from .errors import InputError
 from .spec import ModelSpec
 
 
+def _float_to_uint8(img: np.ndarray) -> np.ndarray:
+    """A float image as uint8: [0, 1] by convention, but one holding 0-255 values (a float TIFF from a
+    scanner) is taken as such rather than saturated; a small overshoot of 1 still counts as [0, 1]."""
+    scale = 1.0 if img.size and np.nanmax(img) > 2.0 else 255.0
+    return np.clip(np.rint(np.nan_to_num(img) * scale), 0, 255).astype(np.uint8)
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """Any decoded image (gray, BGR, BGRA; uint8, uint16 or float in [0, 1]) as uint8 HxW gray."""
     img = np.asarray(image)
@@ -27,7 +34,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint16:
         img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
     elif img.dtype.kind == "f":
-        img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+        img = _float_to_uint8(img)
     elif img.dtype != np.uint8:
         raise InputError(f"unsupported image dtype {img.dtype}; expected uint8, uint16 or float")
     if img.ndim == 2:
@@ -67,7 +74,7 @@ def read_color(path: str | Path) -> np.ndarray:
     if img.dtype == np.uint16:
         img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
     elif img.dtype.kind == "f":
-        img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+        img = _float_to_uint8(img)
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if img.shape[2] == 4:

@@ -103,3 +103,10 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
     for read in (read_gray, read_color):
         with pytest.raises(InputError, match=r"bomb\.png: 30000x30000 pixels, more than"):
             read(bomb)
+
+
+def test_a_float_image_holding_0_to_255_is_not_saturated():
+    ramp = np.linspace(0, 255, 64, dtype=np.float32).reshape(8, 8)
+    assert np.array_equal(to_gray(ramp), np.rint(ramp).astype(np.uint8))  # e.g. a float TIFF from a scanner
+    assert np.array_equal(to_gray(ramp / 255), np.rint(ramp).astype(np.uint8))  # the usual [0, 1]
+    assert to_gray(np.full((4, 4), 1.0004, np.float32)).max() == 255  # a small overshoot is still [0, 1]

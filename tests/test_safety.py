@@ -530,3 +530,13 @@ def test_plots_without_matplotlib_are_refused_before_any_input(tmp_path, folder,
                 "--plots", tmp_path / "plots")
     assert res.exit_code == 2 and "pip install matplotlib" in res.output, res.output
     assert not (tmp_path / "r.csv").exists()  # refused before the run: the same command works once installed
+
+
+@pytest.mark.parametrize("labels", [("source", "b"), ("a", "a")])
+def test_labels_that_would_clash_with_the_csv_columns_are_refused(labels):
+    from fer_export.batch.results import columns
+    from fer_export.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="rename them"):
+        columns(labels)
+    assert columns(("happy", "sad"))[-4:] == ["happy", "sad", "status", "error"]

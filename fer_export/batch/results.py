@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError, OutputError
+from ..errors import ArtifactError, InputError, OutputError
 
 HEAD = ("source", "kind", "frame", "timestamp_s", "face", "track", "x", "y", "w", "h", "det_score",
         "emotion", "confidence")
@@ -36,7 +36,13 @@ STATUSES = ("ok", "no_face", "error")
 
 
 def columns(labels: Sequence[str]) -> list[str]:
-    """The CSV header: fixed columns, one probability column per model label, status and error."""
+    """The CSV header: fixed columns, one probability column per model label, status and error. A
+    model whose labels repeat or take a fixed column's name (a label ``source``) cannot be written:
+    its columns would be read back as other columns."""
+    clash = sorted({str(k) for k in labels} & {*HEAD, *TAIL}) or sorted({k for k in labels if list(labels).count(k) > 1})
+    if clash:
+        raise ArtifactError(f"the model's labels {clash} repeat or are names of the results' own columns "
+                            f"({', '.join(HEAD + TAIL)}); rename them in the model's spec and export it again")
     return [*HEAD, *labels, *TAIL]
 
 
