@@ -436,19 +436,13 @@ nonnegative_int = _number(int, "non-negative")
 positive_float = _number(float, "positive")
 
 
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 def _clash(option: str, path: Path, inputs) -> None:
     """Refuse ``path`` when it is an input file or is (or lies inside) an input folder."""
-    real = os.path.realpath(path)
+    from fer_export.folders import is_inside
+
     for what, given in inputs:
-        if given is None:
-            continue
-        source = os.path.realpath(given)
-        if real == source or (os.path.isdir(source) and _inside(real, source)):
-            kind = "is" if real == source else "lies inside"
+        if given is not None and is_inside(path, given):
+            kind = "is" if os.path.realpath(path) == os.path.realpath(given) else "lies inside"
             refuse(f"{option} {path}: {kind} {what} {given}, an input of this run; write the output elsewhere")
 
 
@@ -473,10 +467,11 @@ def check_output_dir(option: str, path: Path | None, inputs=(), marker: str = ""
     every finished run writes there) or only names in ``own``."""
     if path is None:
         return
+    from fer_export.folders import is_inside
+
     _clash(option, path, inputs)
-    real = os.path.realpath(path)
     for what, given in inputs:
-        if given is not None and os.path.isdir(given) and _inside(os.path.realpath(given), real):
+        if given is not None and os.path.isdir(given) and is_inside(given, path):
             refuse(f"{option} {path}: holds {what} {given}, an input of this run; write the output elsewhere")
     if path.exists() and not path.is_dir():
         refuse(f"{option} {path}: is a file, not a folder; give a new or empty folder")

@@ -175,12 +175,17 @@ def check_outputs(inputs: Iterable[tuple[str, str | Path | None]],
         check_writable(what, path)
 
 
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it, by real paths (links and ``..`` do not hide it)."""
+    root = os.path.realpath(folder)
+    return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
 def check_outside(what: str, folder: str | Path | None, outputs: Iterable[tuple[str, str | Path | None]]) -> None:
-    """Refuse, before any work, an output inside the input ``folder`` (real paths: links and ``..`` do not hide
-    it): a file written into a data set is read back as one of its images, or changes its listing."""
+    """Refuse, before any work, an output inside the input ``folder`` (:func:`is_inside`): a file written
+    into a data set is read back as one of its images, or changes its listing."""
     if folder is None:
         return
-    root = os.path.realpath(folder)
     for name, path in outputs:
-        if path is not None and os.path.commonpath([root, os.path.realpath(path)]) == root:
+        if path is not None and is_inside(path, folder):
             raise OutputError(f"{name} {path} is inside {what} {folder}; write it outside that folder")

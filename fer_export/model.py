@@ -122,7 +122,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, **extra
     The layout is the seed's plus a ``spec`` dict, so the seed's own loading code still reads it.
     ``extra`` must hold only tensors and plain Python values (loadable with ``weights_only=True``).
     The file is serialised in memory and written with Python's own IO: on a full disk torch's writer
-    raises an opaque RuntimeError, this an :class:`~fer_export.errors.InputError` naming the file, and
+    raises an opaque RuntimeError, this an :class:`~fer_export.errors.OutputError` naming the file, and
     the previous file is kept.
     """
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}

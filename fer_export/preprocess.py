@@ -19,11 +19,16 @@ from .errors import InputError
 from .spec import ModelSpec
 
 
-def _float_to_uint8(img: np.ndarray) -> np.ndarray:
-    """A float image as uint8: [0, 1] by convention, but one holding 0-255 values (a float TIFF from a
-    scanner) is taken as such rather than saturated; a small overshoot of 1 still counts as [0, 1]."""
-    scale = 1.0 if img.size and np.nanmax(img) > 2.0 else 255.0
-    return np.clip(np.rint(np.nan_to_num(img) * scale), 0, 255).astype(np.uint8)
+def _to_8bit(img: np.ndarray) -> np.ndarray:
+    """A 16-bit or float image as uint8 (other dtypes as they are). Float is [0, 1] by convention, but
+    one holding 0-255 values (a float TIFF from a scanner) is taken as such rather than saturated; a
+    small overshoot of 1 still counts as [0, 1]."""
+    if img.dtype == np.uint16:
+        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if img.dtype.kind == "f":
+        scale = 1.0 if img.size and np.nanmax(img) > 2.0 else 255.0
+        return np.clip(np.rint(np.nan_to_num(img) * scale), 0, 255).astype(np.uint8)
+    return img
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -31,11 +36,8 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    if img.dtype == np.uint16:
-        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    elif img.dtype.kind == "f":
-        img = _float_to_uint8(img)
-    elif img.dtype != np.uint8:
+    img = _to_8bit(img)
+    if img.dtype != np.uint8:
         raise InputError(f"unsupported image dtype {img.dtype}; expected uint8, uint16 or float")
     if img.ndim == 2:
         return img
@@ -70,11 +72,7 @@ def read_color(path: str | Path) -> np.ndarray:
     img = _decode(path, _file_bytes(path), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     if img is None:
         img = _read_with_pillow(path)
-    img = np.asarray(img)
-    if img.dtype == np.uint16:
-        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    elif img.dtype.kind == "f":
-        img = _float_to_uint8(img)
+    img = _to_8bit(np.asarray(img))
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if img.shape[2] == 4:
@@ -112,7 +110,7 @@ def _stated_size(data: np.ndarray) -> tuple[int, int] | None:
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if head[:2] != b"\xff\xd8":
         return None
-    buf, i = data.tobytes(), 2
+    buf, i = data.data, 2  # a view: no copy of a large file
     while i + 9 < len(buf):
         if buf[i] != 0xFF:
             return None

@@ -21,11 +21,11 @@ KL(softmax(teacher / T) || softmax(student / T))`` with ``T = kd_temperature`` (
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from fer_export.errors import InputError
+from fer_export.folders import is_inside
 from fer_export.spec import ARCHITECTURES
 
 AUGS = ("seed", "tensor")
@@ -183,13 +183,8 @@ def _problems(c: TrainConfig) -> list[str]:
         p.append(f"swa must be between 0 and epochs ({c.epochs}), got {c.swa}")
     if c.limit_per_class is not None and c.limit_per_class < 1:
         p.append(f"limit_per_class must be at least 1, got {c.limit_per_class}")
-    if c.data and c.out and _inside(c.out, c.data):
+    if c.data and c.out and is_inside(c.out, c.data):
         p.append(f"out {c.out!r} is inside the data folder {c.data!r}: the run's files would join the dataset; "
                  "choose a folder outside it")
     return p
 
-
-def _inside(path: str, folder: str) -> bool:
-    """Whether ``path`` is ``folder`` or lies under it (real paths: links and ``..`` do not hide it)."""
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

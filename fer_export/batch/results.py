@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ArtifactError, InputError, OutputError
+from ..folders import write_file
 
 HEAD = ("source", "kind", "frame", "timestamp_s", "face", "track", "x", "y", "w", "h", "det_score",
         "emotion", "confidence")
@@ -313,20 +314,8 @@ def summarize(results: str | Path, out: str | Path, detector: str = "") -> Path:
                          "emotion": labels[int(np.argmax(s.means))] if s.means is not None else "",
                          **{f"mean_{k}": round(float(m), 6) for k, m in zip(labels, means)},
                          "status": status, "detector": detector})
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = pd.DataFrame(rows).astype({"track": "Int64"}).to_csv(index=False)
-    tmp = out.with_name(f".fer-batch-summary-{os.getpid()}.tmp")
-    try:  # written whole, then renamed: a full disk leaves the previous summary, never half a new one
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OSError(exc.errno, exc.strerror, str(out)) from exc
-    return out
+    # written whole, then renamed: a full disk leaves the previous summary, never half a new one
+    return write_file(out, pd.DataFrame(rows).astype({"track": "Int64"}).to_csv(index=False))
 
 
 @dataclass

@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import DependencyError, InputError, OutputError
+from ..folders import is_inside
 from ..preprocess import read_color, read_gray, to_gray
 from ..runtime import EmotionClassifier
 from .config import BatchConfig, WorkConfig
@@ -274,11 +276,7 @@ def _check_outputs(config: BatchConfig, sources: list[Source]) -> None:
         if real in seen:
             raise OutputError(f"{option} {path} is the same file as {seen[real]}; choose another path")
         seen[real] = option
-    folders = [os.path.realpath(p).rstrip(os.sep) + os.sep for p in config.inputs if p.is_dir()]
-
-    def input_folder_of(real: str) -> str | None:
-        return next((f for f in folders if (real + os.sep).startswith(f)), None)
-
+    folders = [p for p in config.inputs if p.is_dir()]
     for option, folder in (("--annotate", config.annotate), ("--plots", config.plots)):
         if folder is None:
             continue
@@ -288,11 +286,11 @@ def _check_outputs(config: BatchConfig, sources: list[Source]) -> None:
             if real in inputs or real in seen:
                 raise OutputError(f"{option} {folder} would overwrite {printable(str(planned))}, an input or another "
                                   "output; choose an empty folder outside the inputs")
-            inside = input_folder_of(real)
+            inside = next((f for f in folders if is_inside(real, f)), None)
             if inside is not None:
                 raise OutputError(f"{option} {folder} would write {printable(str(planned))} inside the input folder "
-                                  f"{printable(inside)}: it would be an input of the next run; choose a folder "
-                                  "outside the inputs")
+                                  f"{printable(os.path.realpath(inside))}: it would be an input of the next run; "
+                                  "choose a folder outside the inputs")
             if not (config.resume or config.overwrite) and os.path.lexists(planned):
                 raise OutputError(f"{option} {folder}: {printable(str(planned))} already exists (an earlier run's?); "
                                   "pass --overwrite to replace such files, or choose an empty folder")
@@ -392,31 +390,34 @@ class _NoBar:
 def finish(config: BatchConfig, sources: list[Source], report: BatchReport, started: float) -> BatchReport:
     """The epilogue: the summary CSV, plots and annotated copies the config asks for, read back from
     the results CSV; the run's duration."""
-    for option, where, write in _extras(config, sources, report):
-        try:
-            write()
-        except OSError as exc:
-            raise OutputError(f"the results are complete in {config.out}, but {option} failed: "
-                              f"{printable(str(exc.filename or where))}: {exc.strerror or exc}; "
-                              "free space or fix the folder, then rerun with --resume to write it") from exc
+    if config.summary:
+        with _extra_output(config, "--summary", config.summary):
+            report.outputs.append(summarize(config.out, config.summary, report.detector))
+    if config.plots:
+        from .annotate import plot_videos
+
+        with _extra_output(config, "--plots", config.plots):
+            report.outputs += plot_videos(config.out, config.plots, sources)
+    if config.annotate:
+        from .annotate import annotate_sources
+
+        with _extra_output(config, "--annotate", config.annotate):
+            report.outputs += annotate_sources(config.out, sources, config.annotate)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _extras(config: BatchConfig, sources: list[Source], report: BatchReport) -> list[tuple[str, Path, Callable]]:
-    """``(option, path, write)`` of each extra output the config asks for."""
-    extras = []
-    if config.summary:
-        extras.append(("--summary", config.summary,
-                       lambda: report.outputs.append(summarize(config.out, config.summary, report.detector))))
-    if config.plots:
-        from .annotate import plot_videos
-
-        extras.append(("--plots", config.plots,
-                       lambda: report.outputs.extend(plot_videos(config.out, config.plots, sources))))
-    if config.annotate:
-        from .annotate import annotate_sources
-
-        extras.append(("--annotate", config.annotate,
-                       lambda: report.outputs.extend(annotate_sources(config.out, sources, config.annotate))))
-    return extras
+@contextmanager
+def _extra_output(config: BatchConfig, option: str, where: Path):
+    """A failed write of an extra output (a full disk): one line saying the results are safe, and how to
+    write it once fixed."""
+    try:
+        yield
+    except (OSError, OutputError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__  # write_file's error wraps the OSError
+        if not isinstance(cause, OSError):
+            raise
+        raise OutputError(f"the results are complete in {config.out}, but {option} failed: "
+                          f"{printable(str(cause.filename if cause is exc and cause.filename else where))}: "
+                          f"{cause.strerror or cause}; free space or fix the folder, then rerun with --resume "
+                          "to write it") from exc
