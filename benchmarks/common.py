@@ -20,6 +20,10 @@ from typing import Callable, NoReturn, Sequence
 
 import numpy as np
 
+#: The shared data (FER2013 splits, photos, videos, models): ``$FER_SHARED_DATA``, else ``../shared/data``
+#: beside the checkout, as the tests read it.
+SHARED_DATA = Path(os.environ.get("FER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
 #: Bits of SIMD FMA a core completes per cycle. Zen 4 has two 256-bit FMA pipes and runs a 512-bit
 #: (zmm) instruction as two 256-bit halves: one zmm FMA, VDPBF16PS or VPDPBUSD per cycle per core.
 #: Zen 2/3 (AVX2) and Intel client cores also reach 512; Intel Xeons with two 512-bit FMA ports

@@ -19,9 +19,9 @@ import cv2
 
 from common import (Parser, check_exists, check_output_file, description, machine_info, markdown_table, positive_int,
                     print_report)
+from common import SHARED_DATA
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = SHARED_DATA
 
 
 def load_pictures(inputs: list[Path], frames: int) -> dict[str, list]:

@@ -41,9 +41,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (Parser, check_exists, check_model, check_output_dir, describe_machine, description,  # noqa: E402
                     machine_info, markdown_table, nonnegative_int, positive_int, write_json)
+from common import SHARED_DATA  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = SHARED_DATA
 PICTURE = (360, 480)  # (height, width) of every picture
 FACE_SIDES = (96, 240)  # a placed face's side, px: uniform in this range
 BACKGROUNDS = ("noise", "photo")

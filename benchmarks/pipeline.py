@@ -18,9 +18,9 @@ from pathlib import Path
 
 from common import (Parser, check_exists, check_model, check_output_file, default_model, description, machine_info,
                     markdown_table, positive_int, print_report, refuse)
+from common import SHARED_DATA
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = SHARED_DATA
 CROPS = DATA / "fer2013" / "val"
 
 

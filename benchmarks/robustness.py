@@ -27,9 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (Parser, check_exists, check_model, check_output_file, description, markdown_table,  # noqa: E402
                     positive_int, write_json)
+from common import SHARED_DATA  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "fer2013" / "val"
+DATA = SHARED_DATA / "fer2013" / "val"
 
 
 def blur(sigma: float) -> Callable[[np.ndarray], np.ndarray]:

@@ -30,9 +30,10 @@ from pathlib import Path
 from common import (MIN_REPS, Parser, busy_warning, check_exists, check_model, check_output_dir, check_output_file,
                     describe_machine,                     description, machine_info, markdown_table, measured_ceiling, nonnegative_int, onnx_flops,
                     peak_gflops, peak_rss_mb, positive_int, summarize, time_call, write_json)
+from common import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fer2013" / "val"
+DEFAULT_DATA = SHARED_DATA / "fer2013" / "val"
 BATCH_SIZES, QUICK_BATCH_SIZES = (1, 8, 32, 128), (1, 32)
 REPS, QUICK_REPS = 10, 5
 WARMUP, QUICK_WARMUP = 2, 1

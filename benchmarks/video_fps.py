@@ -35,9 +35,9 @@ from pathlib import Path
 
 from common import (Parser, check_exists, check_output_file, description, machine_info, markdown_table,
                     positive_float, positive_int, print_report, refuse)
+from common import SHARED_DATA
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = SHARED_DATA
 
 
 def fer_batch_command(video: Path, out: Path, detector: str, extra=()) -> list[str]:
