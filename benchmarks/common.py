@@ -35,6 +35,9 @@ FMA_BITS_PER_CYCLE = 512
 OPS_PER_LANE = {"fp32": 2, "bf16": 4, "int8": 8}
 #: CPU flags each precision's fast path needs (else: bf16 runs at the fp32 rate, int8 has no peak here).
 PRECISION_FLAGS = {"bf16": ("avx512_bf16", "avx_bf16"), "int8": ("avx512_vnni", "avx_vnni")}
+#: Operations per cycle per core of Intel's AMX tile unit (TMUL), where the CPU has its flag: int8
+#: ``tdpbusd`` 1,024 multiply-adds, bf16 ``tdpbf16ps`` 512 (Intel's optimisation manual, Sapphire Rapids).
+AMX_OPS_PER_CYCLE = {"bf16": ("amx_bf16", 1024), "int8": ("amx_int8", 2048)}
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "avx512_vnni", "avx_vnni",
               "amx_tile", "amx_bf16", "amx_int8")
 MIN_REPS = 5
@@ -101,12 +104,16 @@ def peak_gflops(machine: dict, precision: str, cores: int | None = None) -> floa
 
     ``cores``: how many the run may use (its thread count), at most the machine's; default all.
 
-    ``None`` when the clock is unknown, the CPU has no FMA, or int8 has no VNNI. AMX is not
-    counted: on a CPU with AMX the printed % of peak is too high for bf16 and int8.
+    ``None`` when the clock is unknown, the CPU has no FMA, or int8 has no VNNI. With AMX
+    (``amx_bf16``, ``amx_int8``) bf16 and int8 take the tile unit's rate, :data:`AMX_OPS_PER_CYCLE`.
     """
     flags, mhz = set(machine["flags"]), machine["clock_mhz"]
     if not mhz or not ({"avx512f", "fma"} & flags):
         return None
+    cores = min(cores or machine["cores"], machine["cores"])
+    flag, per_cycle = AMX_OPS_PER_CYCLE.get(precision, (None, 0))
+    if flag in flags:
+        return cores * mhz / 1000 * per_cycle
     lanes = FMA_BITS_PER_CYCLE // 32
     if precision == "fp32" or (precision == "bf16" and not set(PRECISION_FLAGS["bf16"]) & flags):
         ops = OPS_PER_LANE["fp32"]
@@ -114,7 +121,6 @@ def peak_gflops(machine: dict, precision: str, cores: int | None = None) -> floa
         ops = OPS_PER_LANE[precision]
     else:
         return None
-    cores = min(cores or machine["cores"], machine["cores"])
     return cores * mhz / 1000 * lanes * ops
 
 

@@ -362,13 +362,14 @@ def run_model(args, name: str, model: Path, machine: dict, ceilings: dict) -> di
     calib_images = QUICK_CALIB_IMAGES if args.quick else None
     artifacts, notes, reused = make_artifacts(model, out / "artifacts", calib, calib_images)
     graph = artifacts.get("onnx") or artifacts.get("int8")
-    flops, flops_by_op = None, {}
+    flops, flops_by_op, share = None, {}, None
     if graph is not None:
         from fer_export.runtime import spec_from_metadata
 
         spec = spec_from_metadata(onnx_metadata(graph), graph)
         flops_by_op = onnx_flops(graph, [1, spec.channels, *spec.input_size])
-        flops = float(sum(flops_by_op.values()))
+        share = mirrored_share(graph, spec, args.data, args.limit_per_class)
+        flops = float(sum(flops_by_op.values())) * (1 + (share or 0))
     rows = []
     for backend in backends(model, artifacts, notes, cuda_status()):
         if backend.path is None:
@@ -385,8 +386,37 @@ def run_model(args, name: str, model: Path, machine: dict, ceilings: dict) -> di
     return {"name": name, "model": str(model), "size_mb": round(model.stat().st_size / 1e6, 1),
             "as_given": as_given,
             "artifacts": {k: _str(v) for k, v in artifacts.items()}, "artifacts_reused": reused,
-            "flops_per_image": flops, "flops_per_image_by_op": flops_by_op, "calib": _str(calib),
+            "flops_per_image": flops, "flops_per_image_by_op": flops_by_op, "mirrored_share": share,
+            "calib": _str(calib),
             "limit_per_class": args.limit_per_class, "rows": rows}
+
+
+def mirrored_share(graph: Path, spec, data: Path | None, limit_per_class: int | None) -> float | None:
+    """For a ``hflip-uncertain`` graph, the share of the accuracy images it runs twice (its first pass,
+    cut out of the graph, below the threshold): its FLOPs per image are one pass times 1 + this share.
+    None for other graphs, or without labelled data."""
+    import numpy as np
+    import onnx.utils
+    import onnxruntime as ort
+
+    from fer_export.export.flip import FIRST_PASS, threshold_of
+    from fer_export.folders import labelled_images
+    from fer_export.preprocess import preprocess, read_gray
+
+    flip_below = threshold_of(onnx_metadata(graph))
+    if flip_below is None or data is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        first = Path(tmp) / "first.onnx"
+        onnx.utils.extract_model(str(graph), str(first), ["input"], [FIRST_PASS])
+        session = ort.InferenceSession(str(first), providers=["CPUExecutionProvider"])
+        paths = [p for p, _ in labelled_images(data, spec.labels, limit_per_class)]
+        below = 0
+        for i in range(0, len(paths), 256):
+            z = session.run(None, {"input": preprocess([read_gray(p) for p in paths[i:i + 256]], spec)})[0]
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+            below += int(((z / z.sum(axis=1, keepdims=True)).max(axis=1) < flip_below).sum())
+    return below / len(paths)
 
 
 def report(result: dict) -> str:
@@ -400,8 +430,10 @@ def report(result: dict) -> str:
     for m in result["models"]:
         flops, rows = m["flops_per_image"], m["rows"]
         images = next((r["eval_images"] for r in rows if r["eval_images"]), 0)
+        share = m.get("mirrored_share")
+        mirrored = f"; one pass, and a second for the {100 * share:.1f} % of faces it mirrors" if share is not None else ""
         lines += [f"## {m['name']}: {m['model']} ({m['size_mb']} MB), "
-                  + (f"{flops / 1e9:.3f} GFLOP per image (Conv+Gemm MACs x 2)" if flops else "FLOPs unknown")
+                  + (f"{flops / 1e9:.3f} GFLOP per image (Conv+Gemm MACs x 2{mirrored})" if flops else "FLOPs unknown")
                   + f"; accuracy on {images} images", "", table(rows), "", ort_vs_eager(rows), ""]
     if len(result["models"]) > 1:
         lines += ["## Side by side: each model as given (a checkpoint: its fastest CPU backend)", "",

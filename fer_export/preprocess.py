@@ -129,14 +129,21 @@ def _file_bytes(path: Path) -> np.ndarray:
         raise InputError(f"{path}: no such file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{path}: not a regular file")
+        # os.read, not a file object: a face crop is one system call (a buffered reader costs more
+        # than the read); a file that grew since fstat is read to its end all the same.
+        chunks, size = [], info.st_size + 1
+        while chunk := os.read(fd, size):
+            chunks.append(chunk)
+            size = 1 << 20
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    finally:
         os.close(fd)
-        raise InputError(f"{path}: not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        try:
-            data = f.read()
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not data:
         raise InputError(f"{path}: file is empty (0 bytes); re-copy or remove it")
     return np.frombuffer(data, dtype=np.uint8)

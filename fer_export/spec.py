@@ -46,7 +46,8 @@ META_VERSION = "fer_export.version"
 META_SOURCE_SHA256 = "fer_export.source_sha256"
 META_PARITY = "fer_export.parity"
 META_INPUT = "fer_export.input"  # one of INPUT_FORMATS
-META_TTA = "fer_export.tta"  # "none", "hflip" or "tencrop": what the exported graph averages over
+META_TTA = "fer_export.tta"  # "none", "hflip", "tencrop" or "hflip-uncertain": what the exported graph averages over
+META_FLIP_BELOW = "fer_export.flip_below"  # with "hflip-uncertain": the top probability below which a face is mirrored too
 META_PRECISION = "fer_export.precision"  # "fp32" or "int8" (static QDQ)
 
 

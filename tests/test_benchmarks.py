@@ -146,6 +146,8 @@ ZEN4 = {"cores": 2, "clock_mhz": 2600.0, "flags": ["avx2", "fma", "avx512f", "av
     (ZEN4["flags"], {"fp32": 166.4, "bf16": 332.8, "int8": 665.6}),  # 2 x 2.6 GHz x 16 lanes x 2/4/8
     (["avx2", "fma", "avx512f"], {"fp32": 166.4, "bf16": 166.4, "int8": None}),  # bf16 converted; int8 without VNNI
     (["sse4_2"], {"fp32": None, "bf16": None, "int8": None}),
+    # Sapphire Rapids: AMX's tile unit for bf16 (1,024 ops a cycle) and int8 (2,048), AVX-512 for fp32
+    (ZEN4["flags"] + ["amx_tile", "amx_bf16", "amx_int8"], {"fp32": 166.4, "bf16": 5324.8, "int8": 10649.6}),
 ])
 def test_peak_gflops(flags, expected):
     got = {p: peak_gflops(ZEN4 | {"flags": flags}, p) for p in expected}

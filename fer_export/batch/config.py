@@ -46,7 +46,7 @@ class WorkConfig:
     provider: str = "auto"  # onnxruntime provider: auto | cpu | cuda
     batch_size: int = DEFAULT_BATCH_SIZE  # face crops per model call, gathered across files and frames
     threads: int | None = None  # onnxruntime intra-op threads for video frames; None = half the CPUs with Haar, else all
-    # (runs of images are classified by each worker thread on a one-thread session of its own)
+    # (runs of images are classified by each worker thread on a one-thread session the workers share)
     detector: str = "auto"  # auto (YuNet, bundled; Haar only if its file is missing) | yunet | haar | none
     yunet_model: str | None = None  # YuNet .onnx; None = $FER_YUNET_MODEL, the user cache or the bundled file
     det_threshold: float = 0.7  # YuNet score threshold

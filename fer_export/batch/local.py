@@ -4,7 +4,7 @@ Worker threads take the inputs in order: a video alone, images in runs of consec
 (:class:`_Jobs`). For a video they decode, detect faces, track them and prepare the crops frame by
 frame, and feed a bounded queue; the calling thread stacks the prepared crops of any mix of frames
 into batches and runs the onnxruntime session. A run of images a worker classifies itself, with a
-one-thread session of its own, and hands over the finished results: on crops this uses every core
+one-thread session (one session, which the workers share), and hands over the finished results: on crops this uses every core
 for the model with no hand-over per crop (about 1.4x the crops/s of classifying them all on the
 calling thread). The calling thread hands each finished input to the :class:`~.work.Committer`,
 which writes in input order. OpenCV and onnxruntime release the GIL, so the stages overlap.
@@ -94,12 +94,50 @@ class _Jobs:
             return run
 
 
+class _Models:
+    """The run's models, opened in a thread of their own while the inputs are listed (onnxruntime
+    builds a session without holding the GIL; on 3,589 crops the two took a sixth of the run one after
+    the other): the classifier and the detector, then, on the CPU, the one-thread session the workers
+    share for runs of images (a session may run on several threads at once; one thread each leaves
+    a core to each worker)."""
+
+    def __init__(self, work):
+        self.work, self.error = work, None
+        self.clf = self.detector = self.shared = None
+        self.opened, self.ready = threading.Event(), threading.Event()
+        threading.Thread(target=self._open, name="fer-batch-open", daemon=True).start()
+
+    def _open(self) -> None:
+        try:
+            self.clf, self.detector = open_models(self.work)
+            self.opened.set()
+            self.shared = (self.clf if self.clf.provider != "cpu" else
+                           EmotionClassifier(self.clf.path, "cpu", self.clf.batch_size, 1, spin=False))
+        except BaseException as exc:  # raised again where the models are asked for
+            self.error = exc
+        finally:
+            self.opened.set()
+            self.ready.set()
+
+    def _wait(self, event: threading.Event):
+        event.wait()
+        if self.error is not None:
+            raise self.error
+
+    def models(self) -> tuple[EmotionClassifier, object]:
+        self._wait(self.opened)
+        return self.clf, self.detector
+
+    def for_workers(self) -> EmotionClassifier:
+        self._wait(self.ready)
+        return self.shared
+
+
 class _Producer:
     """Turns a work item into queue items (run in worker threads)."""
 
-    def __init__(self, clf: EmotionClassifier, detector, sampler: FrameSampler, put: Callable):
-        self.clf, self.detector, self.sampler, self.put = clf, detector, sampler, put
-        self.local = threading.local()
+    def __init__(self, clf: EmotionClassifier, detector, sampler: FrameSampler, put: Callable, own_model: Callable):
+        self.clf, self.detector, self.sampler, self.put, self.own_model = clf, detector, sampler, put, own_model
 
     def __call__(self, job: list[tuple[int, Source]]) -> None:
         try:
@@ -109,15 +147,6 @@ class _Producer:
                 self.images(job)
         except _Stop:
             pass
-
-    def own_model(self) -> EmotionClassifier:
-        """This thread's classifier: on the CPU a one-thread session of the same file (threads share no
-        pool, so two run at once on two cores); on CUDA the shared one."""
-        if self.clf.provider != "cpu":
-            return self.clf
-        if not hasattr(self.local, "clf"):
-            self.local.clf = EmotionClassifier(self.clf.path, "cpu", self.clf.batch_size, 1, spin=False)
-        return self.local.clf
 
     def images(self, job: list[tuple[int, Source]]) -> None:
         """Read, detect and crop each image of ``job``; classify all their crops at once; hand over
@@ -138,8 +167,8 @@ class _Producer:
             crops += found
         probs = None
         if crops:
-            model = self.own_model()
             try:
+                model = self.own_model()
                 t0 = time.perf_counter()
                 prepared = model.prepare(crops)
                 t1 = time.perf_counter()
@@ -255,8 +284,9 @@ def run_local(config: BatchConfig, log: Log = lambda s: None) -> BatchReport:
     """Classify every face in ``config.inputs`` with threads on this machine; see :func:`~fer_export.batch.run_batch`."""
     started = time.perf_counter()
     skipped: list = []
+    opening = _Models(config.work)
     sources = collect(config, skipped)
-    clf, detector = open_models(config.work)
+    clf, detector = opening.models()
     committer, report, todo = start(config, sources, describe(clf, detector), log, skipped=skipped)
     bar = progress_bar(config, todo)
     q: queue.Queue = queue.Queue(maxsize=max(8, 2 * config.work.batch_size))
@@ -272,7 +302,8 @@ def run_local(config: BatchConfig, log: Log = lambda s: None) -> BatchReport:
 
     consumer = _Consumer(clf, sources, committer, report, bar)
     jobs = _Jobs(todo, config.workers, config.work.batch_size)
-    pool = _start_threads(_Producer(clf, detector, sampler_of(config.work), put), jobs, config.workers, stop)
+    pool = _start_threads(_Producer(clf, detector, sampler_of(config.work), put, opening.for_workers), jobs,
+                          config.workers, stop)
     try:
         remaining = len(todo)
         consumer.commit_ready()

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ..export.artifact import TTA_MODES
+from ..export.flip import FLIP_BELOW, UNCERTAIN
 from ..folders import check_outputs, write_file
 from . import EXIT_FAILED, EXIT_OK, FiniteFloat, exit_with, library_errors
 
@@ -20,10 +21,14 @@ _path = click.Path(path_type=Path)
 _data = click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
                      help="Folder of face images for the parity check (Kaggle layout or any images; "
                           "64 are sampled). Default: synthetic face-like images.")
-_tta = click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
-                    help="Average logits over views inside the graph. hflip: the image and its mirror (2x "
-                         "compute); tencrop: 4 corner crops and the centre crop (90% of the side, resized "
-                         "back) and their mirrors (10x compute).")
+_TTA_HELP = ("Average logits over views inside the graph. hflip: the image and its mirror (2x compute); tencrop: 4 "
+             "corner crops and the centre crop (90% of the side, resized back) and their mirrors (10x compute).")
+_tta = click.option("--tta", type=click.Choice([m for m in TTA_MODES if m != UNCERTAIN]), default="none",
+                    show_default=True, help=_TTA_HELP)
+_onnx_tta = click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
+                         help=_TTA_HELP + f" {UNCERTAIN}: the mirror too, only for the faces whose top probability "
+                                          "is below --flip-below (the bundled fast model: about a third of faces). "
+                                          "Given an .onnx file, adds it to that file (fp32 or int8): NAME.flip.onnx.")
 _json = click.option("--json", "json_out", type=_path, help="Also write the report as JSON to this file.")
 
 
@@ -103,14 +108,23 @@ def main():
 @click.option("--max-drop", type=FiniteFloat(min=0), help="Largest accepted int8 accuracy drop in points, 0 or more "
                                                          "(default 1.0).")
 @click.option("--accept-drop", is_flag=True, help="Keep the int8 model even if its accuracy drops more.")
-@_tta
+@_onnx_tta
+@click.option("--flip-below", type=FiniteFloat(min=0), help=f"With --tta {UNCERTAIN}: mirror the faces whose top "
+                                                             f"probability is below this, in (0, 1] (default {FLIP_BELOW}).")
 @_data
 @_json
 @library_errors
 def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, calib_tries, eval_data, eval_limit,
-         max_drop, accept_drop, tta, data, json_out):
+         max_drop, accept_drop, tta, flip_below, data, json_out):
     from ..export import check_suffix, export, export_int8, output_path, sibling
 
+    if flip_below is not None and tta != UNCERTAIN:
+        raise click.UsageError(f"--flip-below needs --tta {UNCERTAIN}")
+    if flip_below is not None and not 0 < flip_below <= 1:
+        raise click.UsageError(f"--flip-below must be in (0, 1], got {flip_below}")
+    if tta == UNCERTAIN and int8:
+        raise click.UsageError(f"--tta {UNCERTAIN} is added to a finished file, after int8 calibration on the plain "
+                               f"graph: export with --int8 first, then fer-export onnx NAME.int8.onnx --tta {UNCERTAIN}")
     if int8 and not calib:
         raise click.UsageError("--int8 needs --calib DIR (real face images to calibrate on)")
     int8_only = [name for name, given in (("--calib", calib), ("--eval-data", eval_data), ("--eval-limit", eval_limit),
@@ -123,6 +137,9 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, cali
 
         check_calib(calib, calib_tries)
     inputs = [("the model", checkpoint)]
+    if checkpoint.suffix.lower() == ".onnx" and tta == UNCERTAIN:
+        _flip(checkpoint, output, with_preprocessing or batch != "dynamic" or opset != 18, flip_below, data, json_out)
+        return
     if checkpoint.suffix.lower() == ".onnx":
         graph_options = tta != "none" or batch != "dynamic" or opset != 18  # these need a checkpoint
         if int8 and not (with_preprocessing or output or graph_options):
@@ -139,13 +156,28 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, cali
                  json_out)
     if output:
         check_suffix("onnx", output)
-    results = [_run(export, "onnx", checkpoint, output, data=data, tta=tta, opset=opset, batch=batch,
-                    with_preprocessing=with_preprocessing)]
+    results = [_run(export, "onnx", checkpoint, output, data=data, tta=tta, flip_below=flip_below, opset=opset,
+                    batch=batch, with_preprocessing=with_preprocessing)]
     if int8 and results[0].passed:
         results.append(_run(export_int8, checkpoint, results[0].path, calib, eval_data=eval_data, data=data,
                             max_drop_pp=max_drop, accept_drop=accept_drop, limit_per_class=eval_limit,
                             calib_tries=calib_tries))
     _finish(results, json_out)
+
+
+def _flip(model, output, other_options, flip_below, data, json_out):
+    """`fer-export onnx MODEL.onnx --tta hflip-uncertain`: a copy of an ONNX file that mirrors its uncertain faces."""
+    from ..export import check_suffix, export_flip, sibling
+
+    if other_options:
+        raise click.UsageError(f"{model} is already ONNX: --tta {UNCERTAIN} adds the flip to it as it is (with "
+                               "-o/--flip-below/--data/--json); --with-preprocessing/--batch/--opset are separate steps")
+    final = output or sibling(model, "flip")
+    if output:
+        check_suffix("onnx", output)
+    _check_paths([("the model", model)], [(final, "the flip model")], json_out)
+    _finish([_run(export_flip, model, final, flip_below=FLIP_BELOW if flip_below is None else flip_below, data=data)],
+            json_out)
 
 
 def _embed(model, output, with_preprocessing, other_options, data, json_out):

@@ -25,12 +25,14 @@ from typing import Any, Callable, NamedTuple
 
 from ..errors import ArtifactError, ExportError, InputError, ParityError
 from ..folders import cannot_write, check_outputs
-from ..spec import INPUT_NORMALIZED, INPUT_UINT8, META_PARITY, META_SOURCE_SHA256, META_TTA, ModelSpec
+from ..spec import (INPUT_NORMALIZED, INPUT_UINT8, META_FLIP_BELOW, META_PARITY, META_SOURCE_SHA256, META_TTA,
+                    ModelSpec)
 from .artifact import TTA_MODES, Artifact, build_metadata
+from .flip import FLIP_BELOW, SOURCE_PARITY, UNCERTAIN, FlipReference, add_uncertain_flip, check_threshold
 from .onnx import export_onnx, load_onnx, stamp_onnx
 from .torchscript import export_torchscript, load_torchscript_artifact, stamp_torchscript
 
-__all__ = ["FORMATS", "TTA_MODES", "Artifact", "ExportResult", "export", "export_int8", "open_artifact"]
+__all__ = ["FORMATS", "TTA_MODES", "Artifact", "ExportResult", "export", "export_flip", "export_int8", "open_artifact"]
 
 
 class Format(NamedTuple):
@@ -178,24 +180,32 @@ def settle(result: ExportResult, tmp: Path, final: Path, stamp: Callable[[Path, 
                       f"{result.summary()}", result)
 
 
-def reference_model(checkpoint: str | Path, tta: str = "none"):
-    """The PyTorch model an artifact of ``checkpoint`` must reproduce: ``(model, spec)``."""
+def reference_model(checkpoint: str | Path, tta: str = "none", flip_below: float | None = None):
+    """The PyTorch model an artifact of ``checkpoint`` must reproduce: ``(model, spec)``;
+    ``flip_below`` goes with ``tta="hflip-uncertain"`` (default :data:`.flip.FLIP_BELOW`)."""
     from ..model import load_checkpoint
-    from .preprocessing import ViewAverage
+    from .flip import FLIP_BELOW, UNCERTAIN, check_threshold
+    from .preprocessing import UncertainFlip, ViewAverage
 
     if tta not in TTA_MODES:
         raise ExportError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+    if flip_below is not None and tta != UNCERTAIN:
+        raise ExportError(f"flip_below goes with tta={UNCERTAIN!r}, not {tta!r}")
     model, spec = load_checkpoint(checkpoint)
+    if tta == UNCERTAIN:
+        return UncertainFlip(model, check_threshold(FLIP_BELOW if flip_below is None else flip_below)).eval(), spec
     return (model if tta == "none" else ViewAverage(model, tta, spec.input_size).eval()), spec
 
 
 def export(fmt: str, checkpoint: str | Path, output: str | Path | None = None, *,
-           data: str | Path | None = None, tta: str = "none", **options) -> ExportResult:
+           data: str | Path | None = None, tta: str = "none", flip_below: float | None = None,
+           **options) -> ExportResult:
     """Export ``checkpoint`` to ``fmt``, check parity against PyTorch and return the result.
 
     ``options`` go to the format's exporter (ONNX: ``opset``, ``batch``, ``with_preprocessing``).
     ``tta="hflip"`` or ``"tencrop"`` builds test-time augmentation into the graph (and into the
-    reference it is checked against).
+    reference it is checked against); ``"hflip-uncertain"`` (ONNX only) mirrors the faces whose top
+    probability is below ``flip_below`` (:mod:`.flip`).
     Raises :class:`ParityError` (``.report`` is the :class:`ExportResult`) when the artifact does
     not reproduce the model; the file is then at ``NAME.failed<suffix>``.
     """
@@ -209,9 +219,12 @@ def export(fmt: str, checkpoint: str | Path, output: str | Path | None = None, *
     check_outputs([("the checkpoint", checkpoint)], gate_outputs(final, f"the {fmt} export"))
     if output:
         check_suffix(fmt, output)
-    model, spec = reference_model(checkpoint, tta)
+    if tta == UNCERTAIN and fmt != "onnx":
+        raise ExportError(f"tta={UNCERTAIN!r} is built for ONNX only (a traced graph cannot choose rows)")
+    model, spec = reference_model(checkpoint, tta, flip_below)
     input_format = INPUT_UINT8 if options.get("with_preprocessing") else INPUT_NORMALIZED
-    metadata = build_metadata(spec, sha256_file(checkpoint), input_format=input_format, tta=tta)
+    metadata = build_metadata(spec, sha256_file(checkpoint), input_format=input_format, tta=tta,
+                              flip_below=getattr(model, "flip_below", None))
     tmp = temp_beside(final)
     write_artifact(lambda: FORMATS[fmt].export(model, spec, tmp, metadata, **options), tmp, final)
     return publish(fmt, tmp, final, metadata, model, spec, data)
@@ -233,6 +246,9 @@ def int8_problems(source: Artifact) -> list[str]:
         passed = False
     if not passed:
         problems.append("it has not passed its parity check; export the fp32 model first (fer-export onnx)")
+    if source.metadata.get(META_TTA) == UNCERTAIN:
+        problems.append(f"it mirrors uncertain faces in a second pass ({UNCERTAIN}); make the int8 copy of the plain "
+                        f"export, then add the flip to it (fer-export onnx NAME.int8.onnx --tta {UNCERTAIN})")
     return problems
 
 
@@ -280,3 +296,49 @@ def export_int8(checkpoint: str | Path | None, fp32: str | Path, calib: str | Pa
         return report
 
     return publish("onnx", tmp, final, metadata, model, spec, data or calib, (accuracy,))
+
+
+def flip_problems(source) -> list[str]:
+    """Why an opened artifact cannot get the flip: it must be a plain ONNX graph (no TTA yet)."""
+    problems = []
+    if source.path.suffix.lower() != ".onnx":
+        problems.append("it must be an ONNX file")
+    tta = source.metadata.get(META_TTA, "none")
+    if tta != "none":
+        problems.append(f"it already has test-time augmentation inside ({tta})")
+    if source.input_format not in (INPUT_NORMALIZED, INPUT_UINT8):
+        problems.append(f"unknown input format {source.input_format!r}")
+    return problems
+
+
+def export_flip(model: str | Path, output: str | Path | None = None, *, flip_below: float = FLIP_BELOW,
+                data: str | Path | None = None):
+    """Write ``model`` (a plain ONNX file fer-export wrote, fp32 or int8) with ``hflip-uncertain``
+    inside to ``output`` (default ``NAME.flip.onnx``), gated against the source run twice
+    (:class:`FlipReference`). Returns the :class:`~fer_export.export.ExportResult`; raises
+    :class:`~fer_export.errors.ParityError` when the file does not reproduce the rule."""
+    import onnx
+
+    model, flip_below = Path(model), check_threshold(flip_below)
+    source = open_artifact(model)
+    problems = flip_problems(source)
+    if problems:
+        raise ExportError(f"{model}: cannot add the flip to this file: {'; '.join(problems)}")
+    final = Path(output) if output else sibling(model, "flip")
+    if output:
+        check_suffix("onnx", final)
+    check_outputs([("the model", model)], gate_outputs(final, "the flip model"))
+    metadata = dict(source.metadata)
+    # the source's own gate (its parity, for int8 its accuracy judgement) is kept beside the new one
+    metadata[SOURCE_PARITY] = metadata.pop(META_PARITY, "{}")
+    metadata.update({META_TTA: UNCERTAIN, META_FLIP_BELOW: repr(flip_below),
+                     META_SOURCE_SHA256: source.metadata.get(META_SOURCE_SHA256, "")})
+    tmp = temp_beside(final)
+
+    def write():
+        proto = onnx.load_model(str(model))
+        add_uncertain_flip(proto, flip_below)
+        onnx.save_model(proto, str(tmp))
+
+    write_artifact(write, tmp, final)
+    return publish("onnx", tmp, final, metadata, FlipReference(source, flip_below), source.spec, data)

@@ -14,11 +14,12 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ArtifactError, SpecError
-from ..spec import (INPUT_NORMALIZED, META_INPUT, META_PARITY, META_PRECISION, META_SOURCE_SHA256, META_SPEC,
-                    META_TTA, META_VERSION, ModelSpec)
+from ..spec import (INPUT_NORMALIZED, META_FLIP_BELOW, META_INPUT, META_PARITY, META_PRECISION, META_SOURCE_SHA256,
+                    META_SPEC, META_TTA, META_VERSION, ModelSpec)
 
 #: Every metadata key an artifact may carry (TorchScript needs the names to read extra files back).
-METADATA_KEYS = (META_SPEC, META_VERSION, META_SOURCE_SHA256, META_INPUT, META_TTA, META_PRECISION, META_PARITY)
+METADATA_KEYS = (META_SPEC, META_VERSION, META_SOURCE_SHA256, META_INPUT, META_TTA, META_FLIP_BELOW, META_PRECISION,
+                 META_PARITY)
 
 
 @dataclass
@@ -48,16 +49,18 @@ class Artifact:
         return self.metadata.get(META_PRECISION, "fp32")
 
 
-#: What ``tta`` accepts: "none", "hflip" (average over the image and its mirror, inside the graph) or
-#: "tencrop" (four corner crops and the centre crop, and their mirrors; see ``preprocessing.ViewAverage``).
-TTA_MODES = ("none", "hflip", "tencrop")
+#: What ``tta`` accepts: "none", "hflip" (average over the image and its mirror, inside the graph),
+#: "tencrop" (four corner crops and the centre crop, and their mirrors; see ``preprocessing.ViewAverage``)
+#: or "hflip-uncertain" (ONNX only: the mirror too for the faces whose top probability is below a
+#: threshold; see :mod:`.flip`).
+TTA_MODES = ("none", "hflip", "tencrop", "hflip-uncertain")
 
 
 def build_metadata(spec: ModelSpec, source_sha256: str, *, input_format: str = INPUT_NORMALIZED,
-                   precision: str = "fp32", tta: str = "none") -> dict[str, str]:
+                   precision: str = "fp32", tta: str = "none", flip_below: float | None = None) -> dict[str, str]:
     """The contract every artifact carries (ONNX ``metadata_props`` / TorchScript extra files).
     :func:`publish` adds ``META_PARITY`` once the checks have run."""
-    return {
+    return ({META_FLIP_BELOW: repr(float(flip_below))} if flip_below is not None else {}) | {
         META_SPEC: spec.to_json(),
         META_VERSION: __version__,
         META_SOURCE_SHA256: source_sha256,

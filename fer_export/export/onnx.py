@@ -29,18 +29,22 @@ def export_onnx(model, spec: ModelSpec, path: Path, metadata: dict[str, str], *,
     """Write ``model`` as ONNX to ``path`` with ``metadata`` in its ``metadata_props``.
 
     ``batch``: ``"dynamic"`` (default) or a fixed batch size. With ``with_preprocessing`` the height
-    and width are dynamic too.
+    and width are dynamic too. An :class:`~.preprocessing.UncertainFlip` model is exported as its
+    network, and the graph then gets the flip (:func:`~.flip.add_uncertain_flip`).
     """
     import onnx
     import torch
 
-    from .preprocessing import LogitsAndProbs, WithPreprocessing
+    from .flip import add_uncertain_flip
+    from .preprocessing import LogitsAndProbs, UncertainFlip, WithPreprocessing
 
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is not supported: the ONNX exporter writes opset {MIN_OPSET} or newer")
     fixed = None if batch == "dynamic" else int(batch)
     if fixed is not None and fixed < 1:
         raise ExportError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
+    flip_below = model.flip_below if isinstance(model, UncertainFlip) else None
+    model = model.model if flip_below is not None else model
     n = fixed or 2  # trace with 2 so batch 1 is never specialised into the graph
     if with_preprocessing:
         module = WithPreprocessing(model, spec).eval()
@@ -63,6 +67,8 @@ def export_onnx(model, spec: ModelSpec, path: Path, metadata: dict[str, str], *,
     got = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     if got != opset:
         raise ExportError(f"asked for opset {opset} but the exporter wrote opset {got}")
+    if flip_below is not None:
+        add_uncertain_flip(proto, flip_below)
     _set_props(proto, metadata)
     onnx.save_model(proto, str(path))
 

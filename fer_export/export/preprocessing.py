@@ -71,6 +71,25 @@ class ViewAverage(nn.Module):
         return logits.reshape(self.VIEWS[self.mode], -1, logits.shape[1]).mean(0)
 
 
+class UncertainFlip(nn.Module):
+    """``hflip-uncertain`` in PyTorch, the reference its ONNX graph is checked against (the graph is
+    built by :func:`fer_export.export.flip.add_uncertain_flip`, not traced from this module): the rows
+    whose softmax top probability is below ``flip_below`` get the mean of their logits and their
+    mirror's."""
+
+    def __init__(self, model: nn.Module, flip_below: float):
+        super().__init__()
+        self.model, self.flip_below = model, float(flip_below)
+
+    def forward(self, x):
+        logits = self.model(x)
+        rows = torch.nonzero(torch.softmax(logits, dim=1).amax(dim=1) < self.flip_below).flatten()
+        if rows.numel():
+            logits = logits.clone()
+            logits[rows] = (logits[rows] + self.model(torch.flip(x[rows], dims=[3]))) / 2
+        return logits
+
+
 class WithPreprocessing(LogitsAndProbs):
     def __init__(self, model: nn.Module, spec: ModelSpec):
         super().__init__(model)

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..parity import ParityReport, check_model
 from ..spec import META_SOURCE_SHA256, META_TTA
 from . import open_artifact, reference_model
+from .flip import threshold_of
 
 
 @dataclass
@@ -48,7 +49,7 @@ def verify(artifact_path: str | Path, checkpoint: str | Path, data: str | Path |
     from ..model import sha256_file
 
     artifact = open_artifact(artifact_path)
-    model, spec = reference_model(checkpoint, artifact.metadata.get(META_TTA, "none"))
+    model, spec = reference_model(checkpoint, artifact.metadata.get(META_TTA, "none"), threshold_of(artifact.metadata))
     theirs, ours = artifact.spec.to_dict(), spec.to_dict()
     differences = [f"{k}: artifact {theirs.get(k)!r}, checkpoint {ours.get(k)!r}"
                    for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
