@@ -418,3 +418,21 @@ def test_help_gives_the_whole_first_sentence(capsys, module, args, sentence):
         _main(module)(args)
     assert exc.value.code == 0
     assert sentence in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.data
+def test_run_counts_the_mirrored_share_of_an_uncertain_flip_graph(fer2013):
+    """run.py's FLOPs for the bundled fast model (hflip-uncertain): its first pass, cut out of the graph,
+    decides which faces get the second; the share is that of the faces below the threshold, and a graph
+    without the flip has none."""
+    import run
+
+    from fer_export import EmotionClassifier
+    from fer_export.runtime import BUNDLED_MODELS
+
+    fast = EmotionClassifier("fast", "cpu")
+    share = run.mirrored_share(BUNDLED_MODELS["fast"]["cpu"], fast.spec, fer2013 / "val", 5)
+    assert share is not None and 0 < share < 1 and abs(share * 35 - round(share * 35)) < 1e-9  # of 35 faces
+    accurate = EmotionClassifier("accurate", "cpu")
+    assert run.mirrored_share(BUNDLED_MODELS["accurate"]["cpu"], accurate.spec, fer2013 / "val", 5) is None
+    assert run.mirrored_share(BUNDLED_MODELS["fast"]["cpu"], fast.spec, None, 5) is None
