@@ -395,11 +395,10 @@ def mirrored_share(graph: Path, spec, data: Path | None, limit_per_class: int | 
     """For a ``hflip-uncertain`` graph, the share of the accuracy images it runs twice (its first pass,
     cut out of the graph, below the threshold): its FLOPs per image are one pass times 1 + this share.
     None for other graphs, or without labelled data."""
-    import numpy as np
     import onnx.utils
     import onnxruntime as ort
 
-    from fer_export.export.flip import FIRST_PASS, threshold_of
+    from fer_export.export.flip import FIRST_PASS, threshold_of, unsure
     from fer_export.folders import labelled_images
     from fer_export.preprocess import preprocess, read_gray
 
@@ -413,9 +412,8 @@ def mirrored_share(graph: Path, spec, data: Path | None, limit_per_class: int | 
         paths = [p for p, _ in labelled_images(data, spec.labels, limit_per_class)]
         below = 0
         for i in range(0, len(paths), 256):
-            z = session.run(None, {"input": preprocess([read_gray(p) for p in paths[i:i + 256]], spec)})[0]
-            z = np.exp(z - z.max(axis=1, keepdims=True))
-            below += int(((z / z.sum(axis=1, keepdims=True)).max(axis=1) < flip_below).sum())
+            logits = session.run(None, {"input": preprocess([read_gray(p) for p in paths[i:i + 256]], spec)})[0]
+            below += len(unsure(logits, flip_below))
     return below / len(paths)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_export.errors import FerExportError
-from fer_export.export.flip import mix
+from fer_export.export.flip import mix, unsure
 from fer_export.folders import check_writable, labelled_images, write_file
 from fer_export.preprocess import read_gray, resize_batch
 from fer_export.runtime import EmotionClassifier
@@ -44,9 +44,7 @@ def logits_both_ways(model: EmotionClassifier, paths: list[Path], batch: int = 2
 
 def table(plain: np.ndarray, mirrored: np.ndarray, y: np.ndarray) -> list[dict]:
     """Per threshold: the share of faces mirrored and the accuracy."""
-    z = np.exp(plain - plain.max(axis=1, keepdims=True))
-    top = (z / z.sum(axis=1, keepdims=True)).max(axis=1)
-    return [{"flip_below": t, "mirrored": float((top < t).mean()),
+    return [{"flip_below": t, "mirrored": len(unsure(plain, t)) / len(plain),
              "accuracy": float((mix(plain, lambda rows: mirrored[rows], t).argmax(axis=1) == y).mean())}
             for t in THRESHOLDS]
 

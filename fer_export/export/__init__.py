@@ -331,8 +331,7 @@ def export_flip(model: str | Path, output: str | Path | None = None, *, flip_bel
     metadata = dict(source.metadata)
     # the source's own gate (its parity, for int8 its accuracy judgement) is kept beside the new one
     metadata[SOURCE_PARITY] = metadata.pop(META_PARITY, "{}")
-    metadata.update({META_TTA: UNCERTAIN, META_FLIP_BELOW: repr(flip_below),
-                     META_SOURCE_SHA256: source.metadata.get(META_SOURCE_SHA256, "")})
+    metadata.update({META_TTA: UNCERTAIN, META_FLIP_BELOW: repr(flip_below)})
     tmp = temp_beside(final)
 
     def write():

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ArtifactError, SpecError
+from .flip import UNCERTAIN
 from ..spec import (INPUT_NORMALIZED, META_FLIP_BELOW, META_INPUT, META_PARITY, META_PRECISION, META_SOURCE_SHA256,
                     META_SPEC, META_TTA, META_VERSION, ModelSpec)
 
@@ -53,7 +54,7 @@ class Artifact:
 #: "tencrop" (four corner crops and the centre crop, and their mirrors; see ``preprocessing.ViewAverage``)
 #: or "hflip-uncertain" (ONNX only: the mirror too for the faces whose top probability is below a
 #: threshold; see :mod:`.flip`).
-TTA_MODES = ("none", "hflip", "tencrop", "hflip-uncertain")
+TTA_MODES = ("none", "hflip", "tencrop", UNCERTAIN)
 
 
 def build_metadata(spec: ModelSpec, source_sha256: str, *, input_format: str = INPUT_NORMALIZED,

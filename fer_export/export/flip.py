@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from ..errors import ExportError
+from ..runtime import softmax
 from ..spec import META_FLIP_BELOW, META_TTA
 
 #: The ``tta`` mode name.
@@ -49,15 +50,17 @@ def check_threshold(flip_below: float) -> float:
     return value
 
 
+def unsure(logits: np.ndarray, flip_below: float) -> np.ndarray:
+    """The rows whose softmax top probability is below ``flip_below``: those the graph mirrors too."""
+    return np.flatnonzero(softmax(logits).max(axis=1) < np.float32(flip_below))
+
+
 def mix(logits: np.ndarray, mirrored_logits, flip_below: float) -> np.ndarray:
-    """The rule in numpy: rows whose softmax top probability is below ``flip_below`` get the mean of
-    their logits and ``mirrored_logits(rows)`` (the model on those rows mirrored)."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    unsure = np.flatnonzero((p / p.sum(axis=1, keepdims=True)).max(axis=1) < np.float32(flip_below))
-    out = logits.copy()
-    if len(unsure):
-        out[unsure] = (logits[unsure] + mirrored_logits(unsure)) / 2
+    """The rule in numpy: the :func:`unsure` rows get the mean of their logits and
+    ``mirrored_logits(rows)`` (the model on those rows mirrored)."""
+    rows, out = unsure(logits, flip_below), logits.copy()
+    if len(rows):
+        out[rows] = (logits[rows] + mirrored_logits(rows)) / 2
     return out
 
 
@@ -68,10 +71,11 @@ class FlipReference:
         self.source, self.flip_below = source, check_threshold(flip_below)
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        logits = mix(self.source.run(x)["logits"], lambda rows: self.source.run(np.ascontiguousarray(x[rows, ..., ::-1]))["logits"],
-                     self.flip_below)
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return {"logits": logits, "probs": z / z.sum(axis=1, keepdims=True)}
+        def mirrored(rows):
+            return self.source.run(np.ascontiguousarray(x[rows, ..., ::-1]))["logits"]
+
+        logits = mix(self.source.run(x)["logits"], mirrored, self.flip_below)
+        return {"logits": logits, "probs": softmax(logits)}
 
 
 def add_uncertain_flip(proto, flip_below: float):
@@ -97,19 +101,17 @@ def add_uncertain_flip(proto, flip_below: float):
     produced = {o for n in body for o in n.output} | {source}
     first = FIRST_PASS
 
-    def copy(node, rename):
+    def copy(node, rename, prefix=""):
         new = helper.make_node(node.op_type, [rename(i) for i in node.input], [rename(o) for o in node.output],
-                               name=(rename.prefix + node.name) if node.name else "", domain=node.domain)
+                               name=prefix + node.name if node.name else "", domain=node.domain)
         new.attribute.extend(node.attribute)
         return new
 
     def plain(name):
         return first if name == "logits" else name
-    plain.prefix = ""
 
     def mirrored(name):  # inside the copy: every computed tensor renamed, the weights shared
         return _COPY + name if name in produced else name
-    mirrored.prefix = _COPY
 
     def const(name, value, dtype):
         graph.initializer.append(numpy_helper.from_array(np.array(value, dtype), _SEL + name))
@@ -136,7 +138,7 @@ def add_uncertain_flip(proto, flip_below: float):
         helper.make_node("ScatterND", [first, s("index"), s("mean")], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
-    nodes = [copy(n, plain) for n in body] + select + [copy(n, mirrored) for n in body] + combine
+    nodes = [copy(n, plain) for n in body] + select + [copy(n, mirrored, _COPY) for n in body] + combine
     del graph.node[:]
     graph.node.extend(nodes)
     keep = [v for v in graph.value_info if v.name != "logits"]
