@@ -43,9 +43,11 @@ from common import (Parser, check_exists, check_model, check_output_dir, describ
                     machine_info, markdown_table, nonnegative_int, positive_int, write_json)
 from common import SHARED_DATA  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the pictures' size, the faces' sides and the noise background are those of fer-train's framed views
+from training.framed import FACE_SIDES, PICTURE, noise_background  # noqa: E402
+
 DATA = SHARED_DATA
-PICTURE = (360, 480)  # (height, width) of every picture
-FACE_SIDES = (96, 240)  # a placed face's side, px: uniform in this range
 BACKGROUNDS = ("noise", "photo")
 FEATHER = 0.0  # default fraction of the face's side over which its border fades into the background
 PHOTO_LONG_SIDES = (1280, 1920)  # photos are scaled to these long sides before windows are cut
@@ -71,15 +73,6 @@ def sample_faces(root: Path, per_class: int, rng: np.random.Generator) -> list[t
         pick = rng.choice(len(files), size=min(per_class, len(files)), replace=False) if files else []
         faces += [(files[i], folder.name) for i in sorted(pick)]
     return faces
-
-
-def noise_background(rng: np.random.Generator) -> np.ndarray:
-    """Smooth blurred noise: a few random gray levels per side upscaled, with a little grain."""
-    h, w = PICTURE
-    coarse = rng.uniform(20, 235, size=(int(rng.integers(3, 9)), int(rng.integers(4, 12)))).astype(np.float32)
-    smooth = cv2.GaussianBlur(cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 8)
-    grain = cv2.GaussianBlur(rng.normal(0, 6, size=(h, w)).astype(np.float32), (0, 0), 1)
-    return np.clip(smooth + grain, 0, 255).astype(np.uint8)
 
 
 def face_free_windows(photos: Path, per_photo: int, rng: np.random.Generator) -> list[np.ndarray]:

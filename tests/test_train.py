@@ -18,6 +18,8 @@ from training.config import make_config, with_overrides
 from training.engine import param_groups
 from training.train import main as train, resume_config
 
+from conftest import ROOT
+
 ARTIFACTS = ("best_model.pth", "last.pth", "history.csv", "training_history.png", "confusion_matrix.png",
              "classification_report.txt", "metrics.json")
 SIZE = 16  # the smallest input a spec allows: keeps these runs to seconds on two CPU cores
@@ -67,12 +69,14 @@ def test_seed_recipe_smoke(fer2013, tmp_path):
 def test_fast_recipe_smoke(fer2013, tmp_path):
     out = tmp_path / "fast"
     res = CliRunner().invoke(fer_train, ["--recipe", "fast", "--data", str(fer2013), "--out", str(out),
-                                         "--epochs", "2", "--mixup", "0.2", "--degrade", "0.5", *TINY, "--img-size", str(BF16_SIZE)])
+                                         "--epochs", "2", "--mixup", "0.2", "--degrade", "0.5", "--framed", "0.5",
+                                         "--framed-views", "1", "--framing", str(ROOT / "docs" / "model_card" / "framing.json"),
+                                         *TINY, "--img-size", str(BF16_SIZE)])
     assert res.exit_code == 0, res.output
-    assert "flip TTA" in res.output
+    assert "flip TTA" in res.output and "framing 1 view(s) of 70 training faces" in res.output
     metrics = _check_run(out, 2, "resnet18", BF16_SIZE)
     assert metrics["best_val_acc_tta"] is not None
-    assert len(list((out / "cache").glob("*.npy"))) == 2
+    assert len(list((out / "cache").glob("*.npy"))) == 3  # train, val and the framed views
 
 
 def train_interrupted_at_epoch_2(monkeypatch, config):

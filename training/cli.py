@@ -93,6 +93,12 @@ error, 130 interrupted.
               help="What the teacher sees: clean images once, or every augmented batch [default: clean].")
 @click.option("--degrade", type=float,
               help="Probability of a training face losing resolution (aug tensor; 0 = off).")
+@click.option("--framed", type=float,
+              help="Probability of a training face being seen as fer-batch crops it from a picture "
+                   "(aug tensor; 0 = off; see training.framed).")
+@click.option("--framed-views", type=int, help="Framed views made of each training face [default: 2].")
+@click.option("--framing", type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+              help="Framing of the framed views: a framing JSON or an exported .onnx that carries one.")
 @click.option("--swa", type=int, help="Average the weights of the last N epochs (0 = off).")
 @click.option("--limit-per-class", type=int, help="Seeded sample of at most N images per class (train and val).")
 @click.option("--workers", type=int, help="DataLoader workers for --aug seed [default: 2].")

@@ -32,7 +32,8 @@ AUGS = ("seed", "tensor")
 TEACHER_MODELS = (".onnx", ".pth", ".pt")  # teacher files that are models (run over the training images)
 TEACHER_LOGITS = (".npz", ".npy")  # teacher files that hold precomputed logits
 #: Float fields, each of which must be a finite number (``--lr nan`` once trained to NaN weights and exited 0).
-FLOAT_FIELDS = ("lr", "weight_decay", "grad_clip", "label_smoothing", "mixup", "kd_alpha", "kd_temperature", "degrade")
+FLOAT_FIELDS = ("lr", "weight_decay", "grad_clip", "label_smoothing", "mixup", "kd_alpha", "kd_temperature", "degrade",
+                "framed")
 #: What a teacher sees: "clean" (each training image un-augmented, once per run) or "augmented" (each
 #: batch as the student sees it, every step: consistent teaching, Beyer et al. 2022).
 TEACHER_VIEWS = ("clean", "augmented")
@@ -70,6 +71,9 @@ class Recipe:
     teacher_views: str = "clean"  # what the teacher sees, one of TEACHER_VIEWS ("augmented": a .pth teacher, aug tensor)
     degrade: float = 0.0  # aug "tensor": probability of a training face losing resolution (down- and upsampled)
     swa: int = 0  # average the weights of the last N epochs (stochastic weight averaging); 0 = off
+    framed: float = 0.0  # aug "tensor": probability of a training face being one of its framed views (training.framed)
+    framed_views: int = 2  # framed views made of each training face (once, kept in the run's cache)
+    framing: str | None = None  # the framing the views are cropped with: a framing JSON or an exported .onnx
 
 
 #: The seed recipe (ImageNet fine-tuning at 224 px when run with --weights imagenet).
@@ -179,6 +183,15 @@ def _problems(c: TrainConfig) -> list[str]:
         p.append(f"degrade must be in [0, 1], got {c.degrade}")
     elif c.degrade and c.aug != "tensor":
         p.append("degrade is part of the tensor augmentation; use it with --aug tensor (the fast recipe)")
+    if not 0 <= c.framed <= 1:
+        p.append(f"framed must be in [0, 1], got {c.framed}")
+    elif c.framed and c.aug != "tensor":
+        p.append("framed views are part of the tensor augmentation; use them with --aug tensor (the fast recipe)")
+    elif c.framed and not c.framing:
+        p.append("framed views are cropped with a framing: give --framing FILE (a framing JSON, e.g. "
+                 "docs/model_card/framing.json, or an exported .onnx whose spec has one)")
+    if c.framed_views < 1:
+        p.append(f"framed_views must be at least 1, got {c.framed_views}")
     if not 0 <= c.swa <= c.epochs:
         p.append(f"swa must be between 0 and epochs ({c.epochs}), got {c.swa}")
     if c.limit_per_class is not None and c.limit_per_class < 1:

@@ -23,6 +23,7 @@ from fer_export.spec import ModelSpec
 
 from .augment import BatchAugment, normalize, seed_transform
 from .config import TrainConfig
+from .framed import framed_views, read_framing
 
 Items = Sequence[tuple[Path, int]]
 
@@ -102,8 +103,10 @@ class TensorLoader:
     """Batches from an in-memory uint8 (N, H, W) tensor, augmented on the device with ``augment``."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, spec: ModelSpec, batch_size: int, device,
-                 seed: int = 0, augment: BatchAugment | None = None, teacher: torch.Tensor | None = None):
+                 seed: int = 0, augment: BatchAugment | None = None, teacher: torch.Tensor | None = None,
+                 views: torch.Tensor | None = None, view_p: float = 0.0):
         self.images, self.labels, self.spec, self.teacher = images, labels, spec, teacher
+        self.views, self.view_p = views, view_p  # uint8 (V, N, H, W): other views of each image, used with view_p
         self.batch_size, self.device, self.seed, self.augment = batch_size, device, seed, augment
         self.num_images = len(labels)
         self.generator = torch.Generator(device=device)
@@ -120,10 +123,21 @@ class TensorLoader:
         order = torch.randperm(n, generator=self.generator, device=self.device).cpu() if self.augment else None
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
-            x = self.images[idx].to(self.device, non_blocking=True)
+            x = self.images[idx]
+            if self.views is not None and self.augment:
+                x = self.other_views(x, idx)
+            x = x.to(self.device, non_blocking=True)
             y = self.labels[idx].to(self.device, non_blocking=True)
             x = self.augment(x, self.spec, self.generator) if self.augment else normalize(x, self.spec)
             yield (x, y) if self.teacher is None else (x, y, self.teacher[idx].to(self.device, non_blocking=True))
+
+
+    def other_views(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Each image of the batch replaced, with probability ``view_p``, by one of its views."""
+        n, g = len(idx), self.generator
+        on = (torch.rand(n, generator=g, device=g.device) < self.view_p).cpu()
+        which = torch.randint(len(self.views), (n,), generator=g, device=g.device).cpu()
+        return torch.where(on.view(n, 1, 1), self.views[which, idx], x)
 
 
 def items_fingerprint(items: Items) -> str:
@@ -153,7 +167,7 @@ def decode_items(items: Items, size: tuple[int, int], method: str, cache_dir: Pa
 
 
 def load_data(config: TrainConfig, spec: ModelSpec, device, run_dir: Path, items: tuple[list, list] | None = None,
-              teacher: torch.Tensor | None = None):
+              teacher: torch.Tensor | None = None, log=print):
     """``(train_loader, val_loader, val_items)`` for the config's ``aug`` path.
 
     ``items``: ``(train_items, val_items)`` when the caller has listed them already. ``teacher``: float
@@ -166,7 +180,12 @@ def load_data(config: TrainConfig, spec: ModelSpec, device, run_dir: Path, items
     cache = cache_dir(run_dir)
     decoded = [decode_items(items, spec.input_size, spec.resize, cache, name, config.progress)
                for items, name in ((train_items, "train"), (val_items, "val"))]
+    views = None
+    if config.framed:
+        views = framed_views([p for p, _ in train_items], spec, read_framing(config.framing), config.framed_views,
+                             config.seed, cache, items_fingerprint(train_items), log)
     train = TensorLoader(*decoded[0], spec, config.batch_size, device, config.seed,
-                         augment=BatchAugment(degrade=config.degrade), teacher=teacher)
+                         augment=BatchAugment(degrade=config.degrade), teacher=teacher,
+                         views=views, view_p=config.framed)
     val = TensorLoader(*decoded[1], spec, config.batch_size, device)
     return train, val, val_items

@@ -160,7 +160,7 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
             teacher = soft_targets(config, spec, items[0], run_dir, expect, log)
         log(f"distilling (alpha {config.kd_alpha:g}, T {config.kd_temperature:g}) from {teacher.describe()}")
     train_loader, val_loader, val_items = load_data(config, spec, device, run_dir, items,
-                                                    teacher.logits if teacher and not online else None)
+                                                    teacher.logits if teacher and not online else None, log)
     optimizer = engine.build_optimizer(model, config)
     scheduler = engine.build_scheduler(optimizer, config, len(train_loader))
     state = {"history": [], "best_acc": -1.0, "best_epoch": 0, "elapsed": 0.0, "swa_count": 0}
