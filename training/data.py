@@ -131,7 +131,6 @@ class TensorLoader:
             x = self.augment(x, self.spec, self.generator) if self.augment else normalize(x, self.spec)
             yield (x, y) if self.teacher is None else (x, y, self.teacher[idx].to(self.device, non_blocking=True))
 
-
     def other_views(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Each image of the batch replaced, with probability ``view_p``, by one of its views."""
         n, g = len(idx), self.generator

@@ -127,7 +127,8 @@ def framed_views(paths: Sequence[Path], spec: ModelSpec, framing: Framing, views
         return torch.from_numpy(np.load(file))
     tasks = [(i, list(paths[i:i + CHUNK]), views, framing, spec.input_size, spec.resize, seed)
              for i in range(0, len(paths), CHUNK)]
-    workers = max(1, min(len(tasks), len(os.sched_getaffinity(0))))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = max(1, min(len(tasks), cpus))
     log(f"framing {views} view(s) of {len(paths)} training faces with YuNet ({workers} processes)")
     if workers == 1:
         done = [_views(t) for t in tasks]

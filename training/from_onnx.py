@@ -71,16 +71,14 @@ def _norm_of(conv_name: str) -> str:
     return (head + "." if head else "") + last.replace("conv", "bn")
 
 
-def unfold(path: str | Path, images: np.ndarray):
-    """The network of ``path`` with its BatchNorms recalibrated on ``images`` (uint8 (N, H, W) at the
-    spec's input size). Returns ``(model, spec)``, the model in eval mode."""
+def unfold(weights: dict[str, np.ndarray], spec, images: np.ndarray, path: Path):
+    """The network of ``weights`` (:func:`folded_weights` of ``path``) with its BatchNorms recalibrated
+    on ``images`` (uint8 (N, H, W) at the spec's input size), in eval mode."""
     import torch
 
     from fer_export.model import build_model
     from fer_export.preprocess import normalize
 
-    path = Path(path)
-    weights, spec = folded_weights(path)
     model = build_model(spec).eval()
     convs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     with torch.no_grad():
@@ -93,7 +91,8 @@ def unfold(path: str | Path, images: np.ndarray):
             norm.bias.copy_(torch.from_numpy(_find(weights, name, BIAS_SUFFIXES, path)))
         for name, param in model.named_parameters():
             if name.startswith("fc"):
-                param.copy_(torch.from_numpy(_find(weights, name.rsplit(".", 1)[0], ("." + name.rsplit(".", 1)[1],), path)))
+                layer, _, kind = name.rpartition(".")
+                param.copy_(torch.from_numpy(_find(weights, layer, ("." + kind,), path)))
 
     x = torch.from_numpy(normalize(images, spec))
     sums = {n: [0.0, 0.0, 0] for n in convs}
@@ -122,7 +121,7 @@ def unfold(path: str | Path, images: np.ndarray):
             norm.running_var.copy_(var)
             norm.weight.copy_(torch.sqrt(var + norm.eps))  # eval: (x - mean) / sqrt(var + eps) * this + ...
             norm.bias.copy_(mean + shift)  # ... + mean + the folded bias = x + the folded bias
-    return model, spec
+    return model
 
 
 def check_against_file(model, spec, path: Path, images: np.ndarray) -> float:
@@ -165,14 +164,14 @@ def main(model_file: Path, data: Path, out: Path, images: int, seed: int) -> Non
         need(out.suffix == ".pth", f"--out {out}: give the checkpoint a .pth name")
         need(out.resolve() != model_file.resolve(), f"--out {out} is the model file itself")
         check_writable("--out", out)
-        _, spec = folded_weights(model_file)
+        weights, spec = folded_weights(model_file)
         need(data.is_dir(), f"{data}: no such folder of training images (DATA/train)")
         items = labelled_images(data, spec.labels)
         need(len(items) >= 16, f"{data}: {len(items)} labelled images; at least 16 are needed")
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(items), size=min(images, len(items)), replace=False)
         pixels = np.stack([resize(read_gray(items[i][0]), spec.input_size, spec.resize) for i in sorted(pick)])
-        model, spec = unfold(model_file, pixels)
+        model = unfold(weights, spec, pixels, model_file)
         diff = check_against_file(model, spec, model_file, pixels[:256])
         need(diff <= TOLERANCE, f"{model_file}: the unfolded network differs from the file by {diff:.2g} "
              f"(more than {TOLERANCE:g}); it is not one fer-export can unfold", ArtifactError)
