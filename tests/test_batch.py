@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -315,6 +316,56 @@ def test_killed_or_interrupted_then_resume_without_torch(tmp_path, tiny_model, v
     assert clean.wait(timeout=300) == 0, clean.stdout.read()
     assert out.read_bytes() == (tmp_path / "clean.csv").read_bytes()
     assert read_results(out).groupby("source").frame.nunique().tolist() == [36, 36, 36, 36]
+
+
+def test_ctrl_c_twice_ends_at_once_and_resume_finishes(tmp_path, tiny_model, videos, yunet_model):
+    """A second Ctrl-C while the first one's cleanup runs (made slow here) ends the process at once with
+    exit 130 and a line saying so: no traceback, no abort of a thread still in native code; --resume
+    then finishes the run."""
+    data = tmp_path / "in"
+    data.mkdir()
+    for k in range(3):
+        shutil.copy(videos / "pyfeat_single_face.mp4", data / f"v{k}.mp4")
+    out = tmp_path / "r.csv"
+    args = [data, "--model", tiny_model, "--yunet-model", yunet_model, "--every-n", 2, "--workers", 1, "--out", out]
+    slow_cleanup = ("import time; from fer_export.batch.results import ResultsWriter; close = ResultsWriter.close; "
+                    "ResultsWriter.close = lambda self: (time.sleep(2), close(self)); ")
+    proc = subprocess.Popen([sys.executable, "-c", BLOCK_TORCH + slow_cleanup + "from fer_export.cli.batch import main; main()",
+                             *map(str, args), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    journal = journal_path(out)
+    while proc.poll() is None and not (journal.is_file() and journal.read_bytes().count(b"\n") >= 2):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130 and "interrupted again, stopped at once" in output, output
+    assert "Traceback" not in output and "terminate" not in output and "--resume" in output, output
+    done = run_cli_without_torch(*args, "--resume")
+    assert done.wait(timeout=300) == 0, done.stdout.read()
+    assert read_results(out).groupby("source").frame.nunique().tolist() == [36, 36, 36]
+
+
+def test_ctrl_c_waits_for_the_models_still_opening(tmp_path, monkeypatch, tiny_model, videos, yunet_model):
+    """Ctrl-C before the models are all open: the run returns only once the thread opening them has
+    finished (one left inside onnxruntime aborts the process as the interpreter shuts down)."""
+    from fer_export.batch import local
+
+    def slow(*args, **kwargs):  # the workers' shared session, still being built when Ctrl-C comes
+        time.sleep(0.5)
+        return EmotionClassifier(*args, **kwargs)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local, "EmotionClassifier", slow)
+    monkeypatch.setattr(local, "start", ctrl_c)
+    config = BatchConfig.build([videos / "pyfeat_single_face.mp4"], tmp_path / "r.csv", model=tiny_model,
+                               yunet_model=yunet_model)
+    with pytest.raises(KeyboardInterrupt):
+        local.run_local(config)
+    assert not [t for t in threading.enumerate() if t.name.startswith("fer-batch")]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -105,7 +105,8 @@ class _Models:
         self.work, self.error = work, None
         self.clf = self.detector = self.shared = None
         self.opened, self.ready = threading.Event(), threading.Event()
-        threading.Thread(target=self._open, name="fer-batch-open", daemon=True).start()
+        self.thread = threading.Thread(target=self._open, name="fer-batch-open", daemon=True)
+        self.thread.start()
 
     def _open(self) -> None:
         try:
@@ -131,6 +132,13 @@ class _Models:
     def for_workers(self) -> EmotionClassifier:
         self._wait(self.ready)
         return self.shared
+
+    def close(self) -> None:
+        """Wait for the opening thread. It must not outlive the run: a thread still inside onnxruntime's
+        session builder when the interpreter shuts down aborts the process (Python before 3.14 ends such
+        a thread by unwinding native frames that may not be unwound: "terminate called without an active
+        exception"). This happened on Ctrl-C during a run of videos, which never waits for the shared session."""
+        self.thread.join()
 
 
 class _Producer:
@@ -283,8 +291,15 @@ class _Consumer:
 def run_local(config: BatchConfig, log: Log = lambda s: None) -> BatchReport:
     """Classify every face in ``config.inputs`` with threads on this machine; see :func:`~fer_export.batch.run_batch`."""
     started = time.perf_counter()
-    skipped: list = []
     opening = _Models(config.work)
+    try:
+        return _run(config, log, opening, started)
+    finally:
+        opening.close()
+
+
+def _run(config: BatchConfig, log: Log, opening: _Models, started: float) -> BatchReport:
+    skipped: list = []
     sources = collect(config, skipped)
     clf, detector = opening.models()
     committer, report, todo = start(config, sources, describe(clf, detector), log, skipped=skipped)
@@ -325,12 +340,12 @@ def run_local(config: BatchConfig, log: Log = lambda s: None) -> BatchReport:
     except KeyboardInterrupt:  # keep what finished before Ctrl-C
         consumer.commit_ready(force=True)
         raise
-    finally:
+    finally:  # the results first: a second Ctrl-C while the workers finish their step loses nothing
         stop.set()
-        for t in pool:
-            t.join()
         committer.writer.close()
         bar.close()
+        for t in pool:
+            t.join()
     report.timings = {k: round(v, 3) for k, v in consumer.timings.items()}
     return finish(config, sources, report, started)
 

@@ -1,6 +1,9 @@
 """``fer-batch``: classify the emotion of every face in images and videos into a CSV (torch-free)."""
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from pathlib import Path
 
 import click
@@ -107,14 +110,44 @@ def main(inputs, out, dask_cluster, scheduler, **options):
     """
     if dask_cluster and scheduler:
         raise UserError("use either --dask or --scheduler, not both")
+    interrupted = f"the inputs finished so far are kept in {out}; rerun the same command with --resume"
+    restore = None if dask_cluster or scheduler else _second_ctrl_c_exits(f"interrupted again, stopped at once: {interrupted}")
     try:
         report = run_batch(BatchConfig.build(inputs, out, **options), dask_cluster or scheduler, log=echo_err)
-    except KeyboardInterrupt:
-        echo_err(f"interrupted: the inputs finished so far are kept in {out}; rerun the same command with --resume")
+    except KeyboardInterrupt:  # the handler stays: a Ctrl-C while the interpreter shuts down exits at once too
+        echo_err(f"interrupted: {interrupted}")
         exit_with(EXIT_INTERRUPTED)
+    if restore:
+        restore()
     for line in report.lines():
         echo_err(line)
     exit_with(report.return_code)
+
+
+def _second_ctrl_c_exits(message: str):
+    """Make a second Ctrl-C end the process at once; return the function that undoes this.
+
+    The first Ctrl-C stops the run cleanly: what finished is written, the worker threads finish their
+    step (a frame, a run of images) and are joined. A second one during that, or while the interpreter
+    shuts down, would otherwise interrupt the cleanup and end the process with a traceback, or abort it
+    ("terminate called without an active exception": a thread still inside OpenCV or onnxruntime when
+    the interpreter shuts down, which Python before 3.14 ends by unwinding native frames). Ending at
+    once is what kill -9 does, and is safe: results are fsynced input by input, and --resume redoes
+    the rest. (Not with Dask, whose worker processes must be shut down.)"""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    pressed = False
+
+    def handler(signum, frame):
+        nonlocal pressed
+        if pressed:
+            os.write(2, f"{message}\n".encode())
+            os._exit(EXIT_INTERRUPTED)
+        pressed = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":
