@@ -286,6 +286,7 @@ def main(argv=None) -> int:
     ap.add_argument("--crops", nargs="+", choices=list(CROP_MODES), help="crop modes to run (default: all the model supports)")
     ap.add_argument("--det-threshold", type=float, help="YuNet's score threshold (default: fer-batch's)")
     ap.add_argument("--look-again", type=float, help="fer-batch --look-again (default: fer-batch's)")
+    ap.add_argument("--crop-spread", type=float, help="fer-batch --crop-spread (default: fer-batch's; 0 = one crop)")
     ap.add_argument("--out", type=Path, help="folder for pictures, CSVs and pictures.json (default: a new temp folder)")
     args = ap.parse_args(argv)
     check_exists("--data", args.data, folder=True)
@@ -295,8 +296,8 @@ def main(argv=None) -> int:
     check_output_dir("--out", args.out, [("--data", args.data), ("--photos", photos), ("--model", model)],
                      marker="pictures.json", own={"pictures", "placed", "crop", "pictures.json", "whole.csv",
                                                   *(f"{d}_{m}.csv" for d in ("yunet", "haar") for m in CROP_MODES)})
-    detection = {k: v for k, v in (("det_threshold", args.det_threshold), ("look_again", args.look_again))
-                 if v is not None}
+    detection = {k: v for k, v in (("det_threshold", args.det_threshold), ("look_again", args.look_again),
+                                   ("crop_spread", args.crop_spread)) if v is not None}
     machine = machine_info()
     out = args.out or Path(tempfile.mkdtemp(prefix="fer-pictures-"))
     result = measure(args.data, args.per_class, out, model, tuple(args.detectors), args.seed, photos,

@@ -109,3 +109,14 @@ def exported(tiny_ckpt):
     result = CliRunner().invoke(main, ["all", str(tiny_ckpt)])
     assert result.exit_code == 0, result.output
     return {"onnx": tiny_ckpt.with_suffix(".onnx"), "torchscript": tiny_ckpt.with_suffix(".pt")}
+
+
+@pytest.fixture(scope="session")
+def framed_model(exported) -> Path:
+    """The tiny ONNX model carrying FER2013's framing, as the bundled models do (their faces in
+    pictures are framed, and get the views of --crop-spread)."""
+    from training.face_template import stamp
+    from training.framed import read_framing
+
+    out = exported["onnx"].with_name("framed.onnx")
+    return stamp(exported["onnx"], out, read_framing(ROOT / "docs" / "model_card" / "framing.json"))

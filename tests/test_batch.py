@@ -368,6 +368,31 @@ def test_ctrl_c_waits_for_the_models_still_opening(tmp_path, monkeypatch, tiny_m
     assert not [t for t in threading.enumerate() if t.name.startswith("fer-batch")]
 
 
+def test_faces_in_pictures_are_the_average_of_their_views(tmp_path, framed_model, photos, videos, yunet_model):
+    """Through fer-batch: a picture's framed face gets the mean probabilities of its three views, a
+    video frame's face its one crop; resuming with another --crop-spread is refused."""
+    from fer_export.batch.work import faces_in, open_models
+
+    photo, video = photos / "fr_two_people.jpg", videos / "pyfeat_single_face.mp4"
+    out = tmp_path / "r.csv"
+    res = batch(photo, video, "--out", out, "--model", framed_model, "--yunet-model", yunet_model, "--every-n", 12)
+    assert res.exit_code == 0, res.output
+    df = read_results(out)
+    check_rows(df)
+    clf, det = open_models(WorkConfig(model=str(framed_model), yunet_model=str(yunet_model)))
+    img = cv2.imread(str(photo))
+    _, crops = faces_in(img, det, still=True)
+    expected = clf.predict(crops).reshape(-1, 3, len(FER2013_LABELS)).mean(axis=1)
+    np.testing.assert_allclose(df[df.source == str(photo)][list(FER2013_LABELS)].to_numpy(float), expected, atol=2e-6)
+    first = df[(df.source == str(video)) & (df.status == "ok")].iloc[0]
+    frame = cv2.VideoCapture(str(video)).read()[1]
+    single = clf.predict(faces_in(frame, det)[1])[0]
+    np.testing.assert_allclose(first[list(FER2013_LABELS)].to_numpy(float), single, atol=2e-6)
+    res = batch(photo, "--out", out, "--model", framed_model, "--yunet-model", yunet_model, "--every-n", 12,
+                "--resume", "--crop-spread", 0)
+    assert res.exit_code == 2 and "crop_spread 0.22 -> None" in res.output, res.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["--provider", "cuda"], "CUDA"),
     (["--every-n", "2", "--video-fps", "5"], "not both"),

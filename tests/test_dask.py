@@ -91,6 +91,16 @@ def test_video_fps_and_max_faces_as_in_local_mode(tmp_path, threads_cluster, tin
     assert df[df.kind == "image"].face.max() == 1  # two faces kept of several
 
 
+def test_views_of_faces_in_pictures_as_in_local_mode(tmp_path, threads_cluster, framed_model, photos, videos,
+                                                     yunet_model):
+    """A framed model: faces in pictures averaged over their views, video frames not, as in local mode."""
+    inputs = [photos / "pyfeat_multi_face.jpg", videos / "pyfeat_single_face.mp4", photos / "fer_justin.jpg"]
+    local, dask, a, b = local_and_dask(tmp_path, inputs, threads_cluster, model=framed_model,
+                                       yunet_model=yunet_model, every_n=9)
+    assert_same_rows(a, b)
+    assert (dask.frames, dask.faces) == (local.frames, local.faces) and local.faces > 5
+
+
 def test_seek_that_misses_is_redone_in_sequence(tiny_model, videos):
     """QuickTime seeks here land late; the seam digests notice and the ranges are decoded in sequence."""
     from fer_export.batch.dask import run_video_range, seams_agree, video_ranges

@@ -327,6 +327,43 @@ def test_the_models_framing_reaches_the_detector(tmp_path, exported, photos):
         WorkConfig(crop="aligned")
 
 
+def test_a_view_scales_the_framed_square_about_its_centre():
+    """A picture's wider and tighter views: the same centre, the side times ``scale``, by the box rule
+    and by the landmark warp alike."""
+    img = np.random.default_rng(4).integers(0, 255, (200, 200), dtype=np.uint8)
+    tight = faces.frame_face(img, Face(60, 50, 80, 80), TEMPLATE, scale=0.8)  # side 80, centre (100, 94)
+    assert tight.shape == (80, 80) and np.abs(tight.astype(int) - img[54:134, 60:140]).max() <= 1
+    marks = tuple((np.reshape(TEMPLATE.landmarks, (-1, 2)) * 80 + (30, 10)).ravel())  # square (30, 10), side 80
+    wide = faces.frame_face(img, Face(40, 20, 60, 60, 0.9, marks), TEMPLATE, "other", scale=1.25)
+    assert wide.shape == (100, 100) and np.abs(wide.astype(int) - img[0:100, 20:120]).max() <= 1
+
+
+def test_pictures_get_three_views_of_a_framed_face_and_video_frames_one(tmp_path, exported, photos):
+    """Faces in pictures cropped with a framing are classified as their framed crop and its views
+    crop_spread wider and tighter, averaged; video frames, box crops and crop_spread=0 get one crop."""
+    from fer_export.batch.work import faces_in, open_models, per_face
+    from training.face_template import stamp
+
+    framed = stamp(exported["onnx"], tmp_path / "framed.onnx", TEMPLATE)
+    img = cv2.imread(str(photos / "fr_two_people.jpg"))
+    clf, det = open_models(WorkConfig(model=str(framed), crop_spread=0.2))
+    found, crops = faces_in(img, det, still=True)
+    assert len(found) == 2 and len(crops) == 6 and det.views == (1.0, 0.8, 1.2)
+    for k, face in enumerate(found):
+        for v, scale in enumerate(det.views):
+            np.testing.assert_array_equal(crops[3 * k + v], faces.frame_face(img, face, TEMPLATE, "yunet", scale))
+    assert len(faces_in(img, det)[1]) == 2  # a video frame
+    assert len(faces_in(img, open_models(WorkConfig(model=str(framed), crop_spread=0))[1], still=True)[1]) == 2
+    assert len(faces_in(img, open_models(WorkConfig(model=str(framed), crop="box"))[1], still=True)[1]) == 2
+    probs = clf.predict(crops)
+    averaged = per_face(probs, 2)
+    np.testing.assert_allclose(averaged, probs.reshape(2, 3, -1).mean(axis=1))
+    np.testing.assert_allclose(averaged.sum(axis=1), 1, atol=1e-5)
+    for bad in (-0.1, 0.6, "0.2", True):
+        with pytest.raises(InputError, match="crop_spread must be a number|crop spread must be in"):
+            WorkConfig(crop_spread=bad)
+
+
 def test_a_framing_with_a_size_brings_large_faces_down_to_it():
     """Faces far larger than the training crops reach the model at the crops' resolution (area-averaged)."""
     sized = Framing(TEMPLATE.landmarks, TEMPLATE.box, size=48)

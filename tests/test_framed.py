@@ -88,13 +88,14 @@ def test_framed_views_are_the_faces_reframed(fer2013, tmp_path, monkeypatch):
     assert views.shape == (2, len(paths), 96, 96) and views.dtype == torch.uint8
     assert len({views[0, i].numpy().tobytes() for i in range(len(paths))} | {views[1, 0].numpy().tobytes()}) == 8
 
-    # a view is what fer-batch's model sees of that face in that picture: its probabilities are fer-batch's
+    # a view is what fer-batch's model sees of that face in that picture, at its framed square (without the
+    # wider and tighter views fer-batch also averages for pictures): its probabilities are fer-batch's
     pictures = tmp_path / "pictures"
     pictures.mkdir()
     for i, path in enumerate(paths):
         gray, _ = framed.picture(read_gray(path), framed.view_rng(0, i, 1))
         cv2.imwrite(str(pictures / f"{i}.png"), gray)
-    run_batch(BatchConfig.build([pictures], tmp_path / "out.csv", model=str(model), progress=False))
+    run_batch(BatchConfig.build([pictures], tmp_path / "out.csv", model=str(model), crop_spread=0, progress=False))
     with open(tmp_path / "out.csv") as f:
         rows = {int(Path(r["source"]).stem): r for r in csv.DictReader(f) if r["face"] == "0"}
     assert sorted(rows) == list(range(len(paths)))  # each picture's one face found (no other face)

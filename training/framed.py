@@ -11,8 +11,9 @@ A framed view is made the way those pictures are, with training faces only: the 
 to a random side of 96-240 px, put at a random position in a 480x360 picture whose background is
 smooth random noise or the face's own edge pixels repeated, found by the bundled YuNet with fer-batch's
 settings (second looks included), cropped by :func:`fer_export.batch.faces.frame_face` with the given
-framing, and resized to the input size as the model's preprocessing does. A face YuNet does not find
-keeps its own crop in that view. Views are seeded per face and view, so they do not depend on the
+framing, and resized to the input size as the model's preprocessing does (the framed square itself:
+fer-batch also averages a wider and a tighter view of a face in a picture, ``--crop-spread``, which a
+training view does not). A face YuNet does not find keeps its own crop in that view. Views are seeded per face and view, so they do not depend on the
 number of worker processes; they are kept in the run's cache (``framed_<V>x<H>x<W>_<key>.npy``, the
 key covering the items, the framing, the input size and the seed).
 """

@@ -3,7 +3,8 @@
 ``open_detector(work_config, framing)`` returns an object with ``.name``, ``.path``,
 ``.detect(bgr) -> list[Face]`` (boxes, and YuNet's landmarks, in the pixels of the image passed in)
 and ``.crop(image, face)`` (the face framed as the model's training crops were, see
-:func:`frame_face`), or None for ``detector="none"``. Detectors are safe to share between threads:
+:func:`frame_face`; ``.crops(image, face, still)`` adds a picture's wider and tighter views), or None
+for ``detector="none"``. Detectors are safe to share between threads:
 each thread gets its own OpenCV object.
 
 YuNet's model file (OpenCV zoo, MIT licence, 230 KB) ships with the package, so ``auto`` and ``yunet``
@@ -123,12 +124,14 @@ class _Detector:
     path: Path | None = None
 
     def __init__(self, sizes=DET_SIZES, min_face: int = 0, max_faces: int | None = None,
-                 framing: Framing | None = None, look_again: float = 1.0):
+                 framing: Framing | None = None, look_again: float = 1.0, crop_spread: float = 0.0):
         self.sizes = tuple(sorted(set(int(s) for s in sizes)))
         self.look_again = float(look_again)  # see detect()
         self.min_face = int(min_face)
         self.max_faces = max_faces
         self.framing = framing  # how crop() frames a face; None = crop_face's square around the box
+        #: the side of each view crops() gives of a face in a picture, as multiples of the framed side
+        self.views = (1.0,) if framing is None or not crop_spread else (1.0, 1.0 - crop_spread, 1.0 + crop_spread)
         self._local = threading.local()
 
     def detect(self, image: np.ndarray, still: bool = False) -> list[Face]:
@@ -182,9 +185,17 @@ class _Detector:
                 faces.append(face)
         return faces
 
-    def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
+    def crop(self, image: np.ndarray, face: Face, scale: float = 1.0) -> np.ndarray:
         """``face`` of ``image`` as a gray crop, framed as this detector was set up to (:func:`frame_face`)."""
-        return frame_face(image, face, self.framing, self.name)
+        return frame_face(image, face, self.framing, self.name, scale)
+
+    def crops(self, image: np.ndarray, face: Face, still: bool = False) -> list[np.ndarray]:
+        """The crops of ``face`` the model classifies: its framed crop; for a ``still`` picture with
+        a framing, also its views one crop spread wider and tighter (``views``), whose probabilities
+        are averaged (:func:`~.work.per_face`). A training crop's framing varies about the detector's
+        box, which no rule predicts from the box (FER2013's: by 22 % of its side about YuNet's); the
+        average over the views stands for that spread."""
+        return [self.crop(image, face, v) for v in (self.views if still else (1.0,))]
 
     def _detect(self, image: np.ndarray) -> list[tuple[tuple[float, ...], float | None, tuple | None]]:
         """``(box, score, landmarks)`` of each face in ``image``'s pixels; score and landmarks may be None."""
@@ -333,7 +344,7 @@ def open_detector(config: WorkConfig = WorkConfig(), framing: Framing | None = N
     if config.detector == "none":
         return None
     kw = dict(sizes=config.det_sizes, min_face=config.min_face, max_faces=config.max_faces, look_again=config.look_again,
-              framing=None if config.crop == "box" else framing)
+              framing=None if config.crop == "box" else framing, crop_spread=config.crop_spread)
     path = find_yunet_model(config.yunet_model)
     if config.detector == "yunet" and path is None:
         raise ArtifactError(_yunet_missing())
@@ -373,21 +384,25 @@ def crop_face(image: np.ndarray, face: Face, margin: float = CROP_MARGIN) -> np.
     return to_gray(image[y0:y1, x0:x1])
 
 
-def frame_face(image: np.ndarray, face: Face, framing: Framing | None, detector: str | None = None) -> np.ndarray:
+def frame_face(image: np.ndarray, face: Face, framing: Framing | None, detector: str | None = None,
+               scale: float = 1.0) -> np.ndarray:
     """The face as a uint8 gray crop framed as the model's training crops were: without a framing,
     :func:`crop_face`; with one, the square that the framing's box rule for ``detector`` places around
     the face's box, else (no rule for it) a square warped by the similarity that takes the face's
     landmarks nearest to the framing's, else (no landmarks) the square ``framing.box`` places around
     the box; at the face's own resolution (area-averaged down to ``framing.size`` when it has one),
-    the image's edge pixels repeated where the square leaves it."""
+    the image's edge pixels repeated where the square leaves it. ``scale`` multiplies the square's
+    side about its centre (a framed face's wider or tighter view)."""
     if framing is None:
         return crop_face(image, face)
     rule = framing.box_rule(detector)
     if rule is None and face.landmarks is not None:
         unit = similarity(np.reshape(face.landmarks, (-1, 2)), np.reshape(framing.landmarks, (-1, 2)))
+        if scale != 1.0:  # the same centre, a side `scale` times as long
+            unit = np.hstack([unit[:, :2] / scale, (unit[:, 2:] - 0.5) / scale + 0.5])
     else:
-        dx, dy, scale = rule or framing.box
-        side = scale * max(face.w, face.h)
+        dx, dy, rule_scale = rule or framing.box
+        side = rule_scale * scale * max(face.w, face.h)
         x0 = face.x + face.w / 2 + dx * max(face.w, face.h) - side / 2
         y0 = face.y + face.h / 2 + dy * max(face.w, face.h) - side / 2
         unit = np.array([[1 / side, 0, -x0 / side], [0, 1 / side, -y0 / side]])

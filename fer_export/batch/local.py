@@ -23,7 +23,7 @@ from .results import BatchReport
 from .sources import FrameSampler, Source, iter_frames
 from .tracking import IouTracker
 from .work import (Committer, FrameResult, Log, Pending, collect, describe, faces_in, finish, input_error,
-                   input_rows, open_models, progress_bar, read_image, sampler_of, start)
+                   input_rows, open_models, per_face, progress_bar, read_image, sampler_of, start)
 from ..runtime import EmotionClassifier
 
 #: A part-filled batch waits this long for more crops before it is run anyway. Waiting, rather than
@@ -167,11 +167,11 @@ class _Producer:
                 t1 = time.perf_counter()
                 faces, found = faces_in(img, None if whole else self.detector, still=True)
             except Exception as exc:  # one bad input never kills the run: OpenCV/PIL raise many types
-                done.append((i, source, None, input_error(source, exc)))
+                done.append((i, source, input_error(source, exc), 0, 0))
                 continue
             out.times["decode"] += t1 - t0
             out.times["detect"] += time.perf_counter() - t1
-            done.append((i, source, FrameResult(None, None, faces), ""))
+            done.append((i, source, FrameResult(None, None, faces), len(crops), len(found)))
             crops += found
         probs = None
         if crops:
@@ -186,12 +186,13 @@ class _Producer:
                 return
             out.times["preprocess"] += t1 - t0
             out.times["infer"] += time.perf_counter() - t1
-        for i, source, result, error in done:
-            if result is not None:
-                n = len(result.faces)
-                result.probs = probs[out.faces:out.faces + n] if n else None
-                out.faces, out.frames = out.faces + n, out.frames + 1
-            out.rows.append((i, input_rows(source, self.clf.labels, [result] if result else [], error)))
+        for i, source, result, start, n in done:  # result: a FrameResult, or the input's error
+            if isinstance(result, FrameResult):
+                result.probs = per_face(probs[start:start + n], len(result.faces)) if n else None
+                out.faces, out.frames = out.faces + len(result.faces), out.frames + 1
+                out.rows.append((i, input_rows(source, self.clf.labels, [result])))
+            else:
+                out.rows.append((i, input_rows(source, self.clf.labels, [], result)))
         self.put(out)
 
     def video(self, i: int, source: Source) -> None:

@@ -92,12 +92,23 @@ def read_image(path: str | Path, detector) -> tuple[np.ndarray, bool]:
 
 
 def faces_in(image: np.ndarray, detector, still: bool = False) -> tuple[list[Face], list[np.ndarray]]:
-    """The faces of a BGR (or gray) image and their gray crops; without a detector, the whole image.
-    ``still``: a picture, not a video frame (it gets the detector's second look)."""
+    """The faces of a BGR (or gray) image and their gray crops, face after face, each face's views
+    together (:meth:`~.faces._Detector.crops`; :func:`per_face` averages their probabilities);
+    without a detector, the whole image. ``still``: a picture, not a video frame (it gets the
+    detector's second look, and the views)."""
     if detector is None:
         return [Face(0, 0, image.shape[1], image.shape[0])], [to_gray(image)]
     faces = detector.detect(image, still)
-    return faces, [detector.crop(image, f) for f in faces]
+    return faces, [c for f in faces for c in detector.crops(image, f, still)]
+
+
+def per_face(probs: np.ndarray, faces: int) -> np.ndarray:
+    """The probabilities of ``faces`` faces from those of their crops (``faces`` times the views
+    each, in :func:`faces_in`'s order): each face's views averaged."""
+    if not faces:
+        return probs[:0]
+    views = len(probs) // faces
+    return probs if views == 1 else probs.reshape(faces, views, -1).mean(axis=1)
 
 
 class Pending:
@@ -107,20 +118,20 @@ class Pending:
         self.clf, self.frames, self.prepared, self.crops = clf, [], [], 0
 
     def add(self, result: FrameResult, prepared) -> None:
-        """Queue ``result``'s faces, given as ``clf.prepare(crops)``."""
+        """Queue ``result``'s faces, given as ``clf.prepare(crops)`` (:func:`faces_in`'s crops)."""
         self.frames.append(result)
         self.prepared.append(prepared)
-        self.crops += len(result.faces)
+        self.crops += len(prepared)
 
     def flush(self) -> int:
-        """Classify everything queued, set each frame's ``probs``; return the number of crops."""
+        """Classify everything queued, set each frame's ``probs``; return the number of faces."""
         if not self.frames:
             return 0
         batch = np.concatenate(self.prepared) if not self.clf.raw else [c for p in self.prepared for c in p]
-        probs, k = self.clf.predict_prepared(batch), 0
-        for r in self.frames:
-            r.probs, k = probs[k:k + len(r.faces)], k + len(r.faces)
-        n, self.frames, self.prepared, self.crops = k, [], [], 0
+        probs, k, n = self.clf.predict_prepared(batch), 0, 0
+        for r, prepared in zip(self.frames, self.prepared):
+            r.probs, k, n = per_face(probs[k:k + len(prepared)], len(r.faces)), k + len(prepared), n + len(r.faces)
+        self.frames, self.prepared, self.crops = [], [], 0
         return n
 
 
@@ -232,6 +243,8 @@ def run_settings(work: WorkConfig, models: dict) -> dict:
         settings |= {"detector_sha256": _sha256(models["detector_path"]), "det_sizes": list(work.det_sizes),
                      "look_again": work.look_again, "second_looks": looks, "min_face": work.min_face,
                      "max_faces": work.max_faces, "crop": work.crop}
+        if work.crop_spread:  # (journals from before the views lack it, as a run without them does)
+            settings["crop_spread"] = work.crop_spread
     if detector == "yunet":
         settings["det_threshold"] = work.det_threshold
     return settings | {"every_n": work.every_n or 1, "video_fps": work.video_fps}

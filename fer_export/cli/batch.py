@@ -70,6 +70,10 @@ def _model(ctx, param, value):
 @click.option("--crop", type=click.Choice(CROPS), default=D.crop, show_default=True,
               help="auto = frame each face as the model's training crops were, when the model file says how "
                    "(else box); box = a square around the detector's box with 10% margin.")
+@click.option("--crop-spread", type=click.FloatRange(0, 0.5), default=D.crop_spread, show_default=True,
+              help="Pictures (not video frames), framed crops: also classify each face at 1 - S and 1 + S times "
+                   "its crop's side and average the three (S: how much the training crops' framing varies; "
+                   "FER2013's: 22%). 0 = one crop.")
 @click.option("--det-threshold", type=click.FloatRange(MIN_DET_THRESHOLD, 1), default=D.det_threshold, show_default=True,
               help="YuNet score threshold.")
 @click.option("--det-size", "det_sizes", type=click.IntRange(MIN_DET_SIZE), multiple=True, default=D.det_sizes,
