@@ -178,9 +178,10 @@ def test_second_look_tries_enlarged_then_halfway_each_as_is_then_mirrored():
     picture = np.zeros((300, 400, 3), np.uint8)
     picture[:, 300:] = 255  # white on the right: the fake finds its face only once the picture is mirrored
     detector = _OnlyMirrored(look_again=3.0)
-    assert detector.second_looks(0.5) == [(1.5, False), (1.5, True), (1.0, False), (1.0, True)]
+    assert detector.second_looks(0.5) == [(1.5, False, 0), (1.5, True, 0), (1.0, False, 0), (1.0, True, 0),
+                                          (0.5, False, -30), (0.5, False, 30), (1.0, False, -30), (1.0, False, 30)]
     assert _OnlyMirrored(look_again=1.0).second_looks(0.5) == []
-    assert faces.second_looks(2.0, "haar") == [(2.0, False)]  # Haar: no score to keep false faces out
+    assert faces.second_looks(2.0, "haar") == [(2.0, False, 0)]  # Haar: no score to keep false faces out
     assert detector.detect(picture) == [] and detector.widths == [400]  # a video frame: one look
     detector.widths.clear()
     found = detector.detect(picture, still=True)
@@ -202,6 +203,24 @@ def test_a_face_found_mirrored_is_the_face_found_as_it_is(photos, yunet_model):
     side = max(plain.w, plain.h)
     assert np.abs(np.subtract(plain.box, mirrored.box)).max() < 0.05 * side
     assert np.abs(np.subtract(plain.landmarks, mirrored.landmarks)).max() < 0.05 * side
+
+
+def test_a_face_found_turned_is_the_face_found_as_it_is(photos, yunet_model):
+    """YuNet on a copy turned by 30 degrees, mapped back, gives the plain search's face: its box (the
+    same size, upright, about the centre mapped back) and its landmarks, within a tenth of its side."""
+    img = cv2.imread(str(photos / "fr_obama-480p.jpg"))
+    detector = open_detector("yunet", yunet_model)
+    (plain,) = detector._found(img, 1.0, img.shape)
+    side = max(plain.w, plain.h)
+    for turn in faces.TURNS:
+        canvas, back = faces.turned(img, turn)
+        assert canvas.shape[0] > img.shape[0] and canvas.shape[1] > img.shape[1]  # all of the picture kept
+        (found,) = detector._found(canvas, 1.0, img.shape, back=back)
+        centre = np.add(found.box[:2], np.divide(found.box[2:], 2))
+        assert np.abs(centre - np.add(plain.box[:2], np.divide(plain.box[2:], 2))).max() < 0.05 * side
+        assert abs(found.w - plain.w) < 0.15 * side
+        # YuNet's landmarks of a tilted face lean towards upright (here by about half the tilt)
+        assert np.abs(np.subtract(plain.landmarks, found.landmarks)).max() < 0.1 * side
 
 
 def _iou(a, b):

@@ -262,7 +262,8 @@ def test_resume_of_a_run_whose_detector_looked_differently_is_refused(tmp_path, 
     journal = journal_path(out)
     head, *rest = journal.read_text().splitlines(keepends=True)
     entry = json.loads(head)
-    assert entry["run"].pop("second_looks") == ["2x", "2x mirrored", "1.5x", "1.5x mirrored"]
+    assert entry["run"].pop("second_looks") == ["2x", "2x mirrored", "1.5x", "1.5x mirrored", "1x turned -30",
+                                                "1x turned 30", "1.5x turned -30", "1.5x turned 30"]
     journal.write_text(json.dumps(entry) + "\n" + "".join(rest))
     res = batch(folder, "--out", out, "--resume", "--model", tiny_model)
     assert res.exit_code == 2 and "second_looks None -> ['2x'" in res.output, res.output

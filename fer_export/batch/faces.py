@@ -101,19 +101,39 @@ def resized(image: np.ndarray, s: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)
 
 
-def second_looks(look_again: float, detector: str = "yunet") -> list[tuple[float, bool]]:
-    """``(scale, mirrored)`` of each look, in order, at a picture in which ``detector`` found nothing,
-    as multiples of the first look's scale: ``look_again`` times, then (YuNet) halfway between 1x and
-    that, each as it is and mirrored; none when ``look_again`` is 1. On 7,178 PublicTest faces placed
-    in pictures (benchmarks/pictures.py), YuNet's halfway and mirrored looks found a third of the
-    faces that the 2x look missed, and no false face in 989 face-free pictures. Haar gets the 2x look
-    only: it has no score to threshold, and its extra looks doubled its false faces (21 to 42 in 400
-    face-free pictures; benchmarks/README.md)."""
+#: In-plane turns (degrees) of YuNet's last looks at a picture: it misses faces tilted far from upright
+#: (a head on a pillow or a shoulder, a face turned sideways in the frame).
+TURNS = (-30.0, 30.0)
+
+
+def second_looks(look_again: float, detector: str = "yunet") -> list[tuple[float, bool, float]]:
+    """``(scale, mirrored, turn)`` of each look, in order, at a picture in which ``detector`` found
+    nothing, as multiples of the first look's scale: ``look_again`` times, then (YuNet) halfway between
+    1x and that, each as it is and mirrored, then (YuNet) turned by each of TURNS degrees at 1x and
+    halfway; none when ``look_again`` is 1. On 7,178 PublicTest faces placed in pictures
+    (benchmarks/pictures.py), YuNet's halfway and mirrored looks found a third of the faces that the
+    2x look missed, and no false face in 989 face-free pictures; the turned looks found 81 of the 120
+    faces all the others missed (most of them tilted heads; turned at 1x and 2x: 75, at a third more
+    cost). Haar gets the 2x look only: it has no score to threshold, and its extra looks doubled its
+    false faces (21 to 42 in 400 face-free pictures; benchmarks/README.md)."""
     if look_again <= 1.0:
         return []
     if detector == "haar":
-        return [(look_again, False)]
-    return [(m, mirrored) for m in (look_again, (1 + look_again) / 2) for mirrored in (False, True)]
+        return [(look_again, False, 0.0)]
+    halfway = (1 + look_again) / 2
+    return ([(m, mirrored, 0.0) for m in (look_again, halfway) for mirrored in (False, True)]
+            + [(m, False, turn) for m in (1.0, halfway) for turn in TURNS])
+
+
+def turned(image: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` turned ``degrees`` counter-clockwise about its centre on a canvas that holds all of it
+    (edge pixels repeated around it), and the 2x3 map from the turned canvas's pixels back to the image's."""
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    size = (int(np.ceil(h * sin + w * cos)), int(np.ceil(h * cos + w * sin)))
+    m[:, 2] += (size[0] - w) / 2, (size[1] - h) / 2
+    return cv2.warpAffine(image, m, size, borderMode=cv2.BORDER_REPLICATE), cv2.invertAffineTransform(m)
 
 
 class _Detector:
@@ -144,10 +164,11 @@ class _Detector:
         faces, s = self._detect_at_sizes(image)
         if still and not faces:
             small, at = None, None
-            for scale, mirrored in self.second_looks(s):  # the first look that finds a face is kept
-                if scale != at:  # a scale's mirrored look reuses its resized copy
+            for scale, mirrored, turn in self.second_looks(s):  # the first look that finds a face is kept
+                if scale != at:  # a scale's mirrored and turned looks reuse its resized copy
                     small, at = resized(image, scale), scale
-                faces = self._found(small, scale, image.shape, mirrored)
+                looked, back = turned(small, turn) if turn else (small, None)
+                faces = self._found(looked, scale, image.shape, mirrored, back)
                 if faces:
                     break
         if len(self.sizes) > 1 and len(faces) > 1:
@@ -157,9 +178,9 @@ class _Detector:
             faces = sorted(faces, key=lambda f: f.w * f.h, reverse=True)[:self.max_faces]
         return sorted(faces, key=lambda f: (f.x, f.y))
 
-    def second_looks(self, s: float) -> list[tuple[float, bool]]:
+    def second_looks(self, s: float) -> list[tuple[float, bool, float]]:
         """:func:`second_looks` at a picture in which nothing was found at scale ``s``."""
-        return [(s * m, mirrored) for m, mirrored in second_looks(self.look_again, self.name)]
+        return [(s * m, mirrored, turn) for m, mirrored, turn in second_looks(self.look_again, self.name)]
 
     def _detect_at_sizes(self, image: np.ndarray) -> tuple[list[Face], float]:
         """The faces found at each of ``sizes`` (unmerged), and the largest scale used."""
@@ -171,14 +192,21 @@ class _Detector:
                 break
         return faces, s
 
-    def _found(self, small: np.ndarray, s: float, shape, mirrored: bool = False) -> list[Face]:
+    def _found(self, small: np.ndarray, s: float, shape, mirrored: bool = False,
+               back: np.ndarray | None = None) -> list[Face]:
         """The faces ``_detect`` finds in ``small`` (``image`` scaled by ``s``; ``mirrored``: searched
-        flipped left to right), in ``image``'s pixels."""
+        flipped left to right; ``back``: a turned copy, with :func:`turned`'s map back), in ``image``'s
+        pixels. A face found turned keeps its box's size, upright, about its centre mapped back."""
         faces, width = [], small.shape[1]
         for (x, y, w, h), score, points in self._detect(small[:, ::-1].copy() if mirrored else small):
             if mirrored:
                 x = width - x - w
                 points = None if points is None else _mirror_landmarks(points, width)
+            if back is not None:
+                x, y = back @ (x + w / 2, y + h / 2, 1.0) - (w / 2, h / 2)
+                if points is not None:
+                    xy = np.reshape(np.asarray(points, np.float64), (-1, 2))
+                    points = tuple((xy @ back[:, :2].T + back[:, 2]).ravel().tolist())
             marks = None if points is None else tuple(round(float(v) / s, 2) for v in points)
             face = _clip([x / s, y / s, w / s, h / s], score, shape, marks)
             if face is not None and min(face.w, face.h) >= self.min_face:

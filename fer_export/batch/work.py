@@ -239,7 +239,8 @@ def run_settings(work: WorkConfig, models: dict) -> dict:
     detector = models["detector"]
     settings = {"model_sha256": _sha256(models["model"]), "detector": detector}
     if detector != "none":
-        looks = [f"{m:g}x{' mirrored' * mirrored}" for m, mirrored in second_looks(work.look_again, detector)]
+        looks = [f"{m:g}x{' mirrored' * mirrored}{f' turned {turn:g}' if turn else ''}"
+                 for m, mirrored, turn in second_looks(work.look_again, detector)]
         settings |= {"detector_sha256": _sha256(models["detector_path"]), "det_sizes": list(work.det_sizes),
                      "look_again": work.look_again, "second_looks": looks, "min_face": work.min_face,
                      "max_faces": work.max_faces, "crop": work.crop}

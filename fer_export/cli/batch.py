@@ -82,8 +82,8 @@ def _model(ctx, param, value):
                    "(e.g. --det-size 640 --det-size 1280 for crowds of small faces).")
 @click.option("--look-again", type=click.FloatRange(1, 4), default=D.look_again, show_default=True,
               help="A picture (not a video frame) in which no face is found is searched again, enlarged this "
-                   "many times, then halfway to it, each as it is and mirrored (Haar: enlarged only): small or "
-                   "blurred faces are often found then. 1 = off.")
+                   "many times, then halfway to it, each as it is and mirrored, then turned 30 degrees either way "
+                   "(Haar: enlarged only): small, blurred and tilted faces are often found then. 1 = off.")
 @click.option("--min-face", type=click.IntRange(0), default=D.min_face, show_default=True,
               help="Ignore faces whose box is smaller than this (source px, shorter side).")
 @click.option("--max-faces", type=click.IntRange(1), default=None,
