@@ -106,7 +106,7 @@ def test_framed_views_are_the_faces_reframed(fer2013, tmp_path, monkeypatch):
     # seeded per face and view: the same from one process, and read back from the cache
     assert len(list(tmp_path.glob("framed_2x96x96_*.npy"))) == 1
     with monkeypatch.context() as m:
-        m.setattr(framed.os, "sched_getaffinity", lambda pid: {0})
+        m.setattr("os.sched_getaffinity", lambda pid: {0})
         assert torch.equal(framed.framed_views(paths, spec, spec.framing, 2, 0), views)
     monkeypatch.setattr(framed, "_views", lambda task: pytest.fail("recomputed despite the cache"))
     assert torch.equal(framed.framed_views(paths, spec, spec.framing, 2, 0, tmp_path, "t"), views)

@@ -13,8 +13,8 @@ smooth random noise or the face's own edge pixels repeated, found by the bundled
 settings (second looks included), cropped by :func:`fer_export.batch.faces.frame_face` with the given
 framing, and resized to the input size as the model's preprocessing does (the framed square itself:
 fer-batch also averages a wider and a tighter view of a face in a picture, ``--crop-spread``, which a
-training view does not). A face YuNet does not find keeps its own crop in that view. Views are seeded per face and view, so they do not depend on the
-number of worker processes; they are kept in the run's cache (``framed_<V>x<H>x<W>_<key>.npy``, the
+training view does not). A face YuNet does not find keeps its own crop in that view. Views are
+seeded per face and view, so they do not depend on the number of worker processes; they are kept in the run's cache (``framed_<V>x<H>x<W>_<key>.npy``, the
 key covering the items, the framing, the input size and the seed).
 """
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -30,6 +29,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from fer_export.batch.config import usable_cpus
 from fer_export.errors import InputError
 from fer_export.preprocess import read_gray, resize
 from fer_export.spec import Framing, ModelSpec
@@ -93,7 +93,7 @@ def view_rng(seed: int, index: int, view: int) -> np.random.Generator:
 def _views(task: tuple) -> tuple[np.ndarray, np.ndarray]:
     """One worker task: ``views`` framed views of each path. Returns uint8 (V, n, H, W) and found (V, n)."""
     from fer_export.batch.config import WorkConfig
-    from fer_export.batch.faces import open_detector, frame_face
+    from fer_export.batch.faces import open_detector
 
     start, paths, views, framing, size, method, seed = task
     cv2.setNumThreads(1)
@@ -109,7 +109,7 @@ def _views(task: tuple) -> tuple[np.ndarray, np.ndarray]:
                        if x <= f.x + f.w / 2 <= x + side and y <= f.y + f.h / 2 <= y + side]
             crop = face
             if on_face:
-                crop = frame_face(image, max(on_face, key=lambda f: f.score or 0.0), framing, detector.name)
+                crop = detector.crop(image, max(on_face, key=lambda f: f.score or 0.0))  # framed by `framing`
                 found[v, i] = True
             out[v, i] = resize(crop, size, method)
     return out, found
@@ -128,8 +128,7 @@ def framed_views(paths: Sequence[Path], spec: ModelSpec, framing: Framing, views
         return torch.from_numpy(np.load(file))
     tasks = [(i, list(paths[i:i + CHUNK]), views, framing, spec.input_size, spec.resize, seed)
              for i in range(0, len(paths), CHUNK)]
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = max(1, min(len(tasks), cpus))
+    workers = max(1, min(len(tasks), usable_cpus()))
     log(f"framing {views} view(s) of {len(paths)} training faces with YuNet ({workers} processes)")
     if workers == 1:
         done = [_views(t) for t in tasks]

@@ -23,9 +23,9 @@ DETECTORS = ("auto", "yunet", "haar", "none")
 DET_SIZES = (640,)
 #: A picture (not a video frame) without a face found at DET_SIZES is searched again at this many times
 #: the scale, then (YuNet) halfway between, each as it is and mirrored, then turned by 30 degrees either
-#: way at 1x and at this many times (faces.second_looks): on 7,178 PublicTest faces placed in 480x360
-#: pictures (benchmarks/pictures.py), YuNet at threshold 0.7 found 95.3 % at 1x, 97.5 % with a look at
-#: 2x, 98.3 % with the four plain and mirrored looks, 99.4 % with the turned ones too.
+#: way at 1x and halfway (faces.second_looks): on 7,178 PublicTest faces placed in 480x360 pictures
+#: (benchmarks/pictures.py), YuNet at threshold 0.7 found 95.3 % at 1x, 97.5 % with a look at 2x,
+#: 98.3 % with the four plain and mirrored looks, 99.5 % with the turned ones too.
 LOOK_AGAIN = 2.0
 #: Lowest YuNet score threshold accepted: below it, textures become "faces" by the hundred.
 MIN_DET_THRESHOLD = 0.1
@@ -41,6 +41,11 @@ CROPS = ("auto", "box")
 #: On 7,058 PublicTest faces YuNet finds in pictures (benchmarks/pictures.py), 69.82 -> 70.56 %; video frames
 #: keep one crop (speed; a track is read over many frames).
 CROP_SPREAD = 0.22
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS has one, else every CPU)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 #: Decode/detect threads of the local runner.
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 

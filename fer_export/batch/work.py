@@ -23,7 +23,7 @@ from ..errors import DependencyError, InputError, OutputError
 from ..folders import is_inside
 from ..preprocess import read_color, read_gray, to_gray
 from ..runtime import EmotionClassifier
-from .config import BatchConfig, WorkConfig
+from .config import BatchConfig, WorkConfig, usable_cpus
 from .faces import Face, open_detector, second_looks
 from .annotate import output_path
 from .results import (RESULTS_HEAD, SUMMARY_HEAD, BatchReport, ResultsWriter, columns, journal_path, lock_path,
@@ -53,8 +53,7 @@ def model_threads(work: WorkConfig) -> int | None:
     72-75 with half; on pictures, 117 against 80)."""
     if work.threads is not None or work.detector != "haar":
         return work.threads
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cpus // 2)
+    return max(1, usable_cpus() // 2)
 
 
 def describe(clf: EmotionClassifier, detector) -> dict:
