@@ -20,6 +20,8 @@ from typing import Callable, NoReturn, Sequence
 
 import numpy as np
 
+from fer_export.cpu import cpu_info
+
 #: The shared data (FER2013 splits, photos, videos, models): ``$FER_SHARED_DATA``, else ``../shared/data``
 #: beside the checkout, as the tests read it.
 SHARED_DATA = Path(os.environ.get("FER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -85,7 +87,8 @@ def machine_info() -> dict:
     per_core = max(1, int(info.get("siblings", 1)) // max(1, int(info.get("cpu cores", 1))))
     mhz, clock_source = _clock(info)
     return {
-        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "cpu": cpu_info().model,
+        "isa": list(cpu_info().features),  # the instruction sets that change int8 and bf16 kernels
         "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}",
         "logical_cpus": logical,
         "cores": max(1, logical // per_core),
@@ -154,9 +157,12 @@ def describe_machine(machine: dict) -> str:
     peaks = ", ".join(f"{p} {peak_gflops(machine, p) or float('nan'):.0f}" for p in OPS_PER_LANE)
     versions = ", ".join(f"{k} {machine[k]}" for k in ("onnxruntime", "onnxruntime-gpu", "torch") if machine[k])
     clock = machine["clock_source"].split(":")[0]
+    isa = machine.get("isa") or []
+    int8 = ("int8 sums pairs without saturation" if {"VNNI", "AMX"} & set(isa) else
+            "no VNNI: int8 kernels sum pairs of products into saturating int16")
     return (f"{machine['cpu']} (family/model {machine['cpu_family_model']}), {machine['cores']} cores at "
-            f"{machine['clock_mhz']} MHz ({clock}), flags {' '.join(machine['flags'])}; "
-            f"peak GFLOP/s {peaks}; {versions}, Python {machine['python']}")
+            f"{machine['clock_mhz']} MHz ({clock}); int8/bf16 instruction sets: {', '.join(isa) or 'none'} ({int8}); "
+            f"flags {' '.join(machine['flags'])}; peak GFLOP/s {peaks}; {versions}, Python {machine['python']}")
 
 
 # ---- measuring -----------------------------------------------------------------------------------

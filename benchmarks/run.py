@@ -419,7 +419,8 @@ def mirrored_share(graph: Path, spec, data: Path | None, limit_per_class: int | 
 
 def report(result: dict) -> str:
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in result["peak_gflops"].items() if v)
-    ceilings = ", ".join(f"{k} {c['gflops']:.0f} ({c['engine']} {c['kernel']})" for k, c in result["ceilings"].items())
+    ceilings = ", ".join(f"{k} {c['gflops']:.0f} ({c['engine']} {c['kernel']})" if (c := result["ceilings"].get(k)) else
+                         f"{k} not measured (this CPU has no {k} instructions)" for k in ("fp32", "bf16", "int8"))
     lines = [f"Machine: {describe_machine(result['machine'])}",
              f"Accuracy on {result['data']}; threads {result['threads']}; "
              f"{result['warmup']} warm-up + {result['reps']} timed runs per batch size",
