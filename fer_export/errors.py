@@ -62,3 +62,7 @@ def require(module: str, extra: str, feature: str):
             f"{feature} needs the '{module}' package, which is not installed: "
             f"pip install 'fer-export[{extra}]'"
         ) from exc
+
+
+class SelfCheckError(ArtifactError):
+    """A model's self-check failed where it runs: its probe faces do not give the probabilities it records."""

@@ -82,6 +82,7 @@ class EvalResult:
     paths: list[str] = field(default_factory=list)  # image files, in the order of y_true
     model: str = ""  # what was evaluated (a path), for the report
     format: str = ""  # the model's format: checkpoint, torchscript or onnx
+    self_check: str = ""  # an ONNX model's self-check on this machine (probe.SelfCheck.line()), else ""
 
     @property
     def y_pred(self) -> np.ndarray:
@@ -125,14 +126,17 @@ def evaluate(predictor, items: Sequence[tuple[Path, int]], batch_size: int = 64,
 
 
 def evaluate_folder(model: str | Path, data: str | Path, split: str = "val", batch_size: int = 64,
-                    limit_per_class: int | None = None, provider: str = "cpu", progress: bool = False) -> EvalResult:
-    """Load any model file and evaluate it on ``DATA/split/<emotion>/*`` (or ``DATA/<emotion>/*``)."""
+                    limit_per_class: int | None = None, provider: str = "cpu", progress: bool = False,
+                    self_check: bool = True) -> EvalResult:
+    """Load any model file (or a bundled model by name) and evaluate it on ``DATA/split/<emotion>/*``
+    (or ``DATA/<emotion>/*``). ``self_check`` goes to an ONNX model's EmotionClassifier."""
     from .predictors import load_predictor
 
-    predictor = load_predictor(model, provider=provider)
+    predictor = load_predictor(model, provider=provider, self_check=self_check)
     items = labelled_images(resolve_split(data, split), predictor.spec.labels, limit_per_class)
     result = evaluate(predictor, items, batch_size, progress)
-    result.model = str(model)
+    result.model = str(getattr(predictor, "path", model))
+    result.self_check = predictor.check.line() if hasattr(predictor, "check") else ""
     return result
 
 

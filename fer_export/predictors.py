@@ -55,16 +55,20 @@ def load_torchscript(path: str | Path, keys: Sequence[str] = (META_SPEC,)):
     return module.eval(), ModelSpec.from_json(metadata[META_SPEC]), metadata
 
 
-def load_predictor(path: str | Path, provider: str = "cpu", bf16: bool = False):
-    """Open any supported model file for evaluation: ``.onnx``, ``.pt`` (TorchScript) or ``.pth``."""
+def load_predictor(path: str | Path, provider: str = "cpu", bf16: bool = False, self_check: bool = True):
+    """Open any supported model file for evaluation: ``.onnx``, ``.pt`` (TorchScript) or ``.pth``, or a
+    bundled model by name (its fall-back on a failed self-check included). ``self_check`` goes to
+    :class:`~fer_export.runtime.EmotionClassifier`."""
+    from .runtime import BUNDLED_MODELS, EmotionClassifier
+
+    if isinstance(path, str) and path in BUNDLED_MODELS:
+        return EmotionClassifier(path, provider, self_check=self_check)
     path = Path(path)
     fmt = MODEL_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise ArtifactError(f"{path}: unknown model format {path.suffix!r}; expected one of {sorted(MODEL_SUFFIXES)}")
     if fmt == "onnx":
-        from .runtime import EmotionClassifier
-
-        return EmotionClassifier(path, provider)
+        return EmotionClassifier(path, provider, self_check=self_check)
     if fmt == "torchscript":
         module, spec, _ = load_torchscript(path)
         return TorchPredictor(module, spec, fmt, bf16)

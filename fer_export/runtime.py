@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import ArtifactError, InputError, ProviderError, SpecError
+from .errors import ArtifactError, InputError, ProviderError, SelfCheckError, SpecError
 from .preprocess import normalize, resize_batch, to_gray
 from .spec import INPUT_NORMALIZED, INPUT_UINT8, META_INPUT, META_SPEC, ModelSpec
 
@@ -36,8 +36,13 @@ DEFAULT_TIER = "accurate"
 DEFAULT_BATCH_SIZE = 32
 
 
-def open_session(path: str | Path, provider: str = "auto", threads: int | None = None, spin: bool = True):
+def open_session(path: str | Path, provider: str = "auto", threads: int | None = None, spin: bool = True,
+                 literal: bool = False):
     """Create an onnxruntime session on the requested provider. Returns ``(session, provider)``.
+
+    ``literal=True``: graph optimisations off, so that every node runs as ONNX defines it. An int8
+    QDQ file then runs DequantizeLinear, a float kernel and QuantizeLinear instead of fused int8
+    kernels: slower, but the same function on every CPU (the reference int8 kernels must reproduce).
 
     ``spin=False``: idle intra-op threads sleep instead of busy-waiting for the next operator. For
     callers that run other CPU work beside the session (the batch runners' decoding and face
@@ -65,6 +70,8 @@ def open_session(path: str | Path, provider: str = "auto", threads: int | None =
         opts.intra_op_num_threads = threads
     if not spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if literal:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     have_cuda = _ORT["cuda"] in ort.get_available_providers()
     if provider == "cuda" and not have_cuda:
         raise ProviderError(
@@ -165,6 +172,10 @@ def _face_list(faces, caller: str = "predict") -> list:
     raise InputError(f"{caller}() needs a list of face images (uint8 HxW or HxWx3); got {what}")
 
 
+class SelfCheckWarning(UserWarning):
+    """A bundled model failed its self-check on this machine and a correct fallback runs instead."""
+
+
 class EmotionClassifier:
     """Classify grayscale (or BGR) face crops of any size with an exported ONNX model.
 
@@ -173,21 +184,41 @@ class EmotionClassifier:
     (:data:`BUNDLED_MODELS`: ``"accurate"``, the default, or ``"fast"``; the file for the provider
     that runs it). This is the one
     onnxruntime wrapper of the toolkit: the batch runner and evaluation use it too. ``threads`` and
-    ``spin`` go to :func:`open_session`.
+    ``spin`` go to :func:`open_session`; ``literal=True`` runs the file with graph optimisations off.
+
+    On opening, the model checks itself (:mod:`fer_export.probe`; ``self.check`` says how it went):
+    the probe its file carries runs through the session and must give the probabilities the file
+    records. When it does not, a bundled model falls back to a correct path (the fp32 file if there
+    is one, else the same file run literally) with a :class:`SelfCheckWarning`, and any other file is
+    refused with a :class:`~fer_export.errors.SelfCheckError`; ``self_check=False`` skips the check
+    (the file then runs as it is).
     """
 
     format = "onnx"
 
     def __init__(self, model: str | Path | None = None, provider: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None, spin: bool = True):
+                 batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None, spin: bool = True,
+                 self_check: bool = True, literal: bool = False):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         path = resolve_model(model, provider)
-        self.session, self.provider = open_session(path, provider, threads, spin)
+        self.session, self.provider = open_session(path, provider, threads, spin, literal)
         if (used := resolve_model(model, self.provider)) != path:  # auto chose CUDA's file, and CUDA did not start
             path = used
-            self.session, self.provider = open_session(path, self.provider, threads, spin)
-        self.path = path
+            self.session, self.provider = open_session(path, self.provider, threads, spin, literal)
+        self._open(path, batch_size, literal)
+        self._options = (threads, spin)
+        if self_check:
+            self._check_or_fall_back(model)
+        else:
+            from .cpu import describe
+            from .probe import UNCHECKED, SelfCheck
+
+            self.check = SelfCheck(str(path), UNCHECKED, describe(), how="skipped")
+
+    def _open(self, path: Path, batch_size: int, literal: bool) -> None:
+        """Read the contract of the model ``self.session`` runs (the file at ``path``)."""
+        self.path, self.literal = path, literal
         self.metadata = read_metadata(self.session, path)
         self.spec = spec_from_metadata(self.metadata, path)
         self.input_format = self.metadata.get(META_INPUT, INPUT_NORMALIZED)
@@ -204,6 +235,42 @@ class EmotionClassifier:
         if problems:
             raise ArtifactError(f"{path}: the graph does not fit its own metadata: {'; '.join(problems)}; "
                                 "re-export it with `fer-export onnx`")
+
+    def _check_or_fall_back(self, model) -> None:
+        """The self-check; on a failure, a bundled model's correct path or a SelfCheckError."""
+        import warnings
+
+        from .probe import FAILED, self_check
+
+        self.check = self_check(self)
+        if self.check.status != FAILED:
+            return
+        failed = self.check
+        if not (isinstance(model, str) and model in BUNDLED_MODELS) and model is not None:
+            raise SelfCheckError(f"{failed.line()}: this machine does not compute the file as it was made (an "
+                                 "int8 file with full-range weights on a CPU without VNNI, or an altered file); "
+                                 "re-export it with fer-export, or pass --no-self-check (self_check=False) to run "
+                                 "it anyway")
+        fp32 = ACCURATE_FP32 if self.path == BUNDLED_MODELS["accurate"]["cpu"] else None
+        threads, spin = self._options
+        if fp32 is not None and fp32.is_file():
+            self.session, self.provider = open_session(fp32, self.provider, threads, spin)
+            self._open(fp32, self.batch_size, False)
+            instead = f"the fp32 file {fp32.name}"
+        else:
+            self.session, self.provider = open_session(self.path, self.provider, threads, spin, literal=True)
+            self._open(self.path, self.batch_size, True)
+            instead = "the same file with graph optimisations off (slower)"
+        self.check = self_check(self)
+        if self.check.status == FAILED:
+            raise SelfCheckError(f"{failed.line()}; its fallback failed too: {self.check.line()}; reinstall fer-export")
+        warnings.warn(f"{failed.line()}; running {instead}", SelfCheckWarning, stacklevel=3)
+
+    def sibling(self, threads: int | None, spin: bool = True) -> "EmotionClassifier":
+        """Another session of the model this one runs (after any fallback), on the CPU, not checked again."""
+        clf = EmotionClassifier(self.path, "cpu", self.batch_size, threads, spin, self_check=False, literal=self.literal)
+        clf.check = self.check
+        return clf
 
     def _shape_problems(self) -> list[str]:
         """Where the graph's declared input and output shapes contradict the embedded spec."""

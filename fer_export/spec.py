@@ -49,6 +49,7 @@ META_INPUT = "fer_export.input"  # one of INPUT_FORMATS
 META_TTA = "fer_export.tta"  # "none", "hflip", "tencrop" or "hflip-uncertain": what the exported graph averages over
 META_FLIP_BELOW = "fer_export.flip_below"  # with "hflip-uncertain": the top probability below which a face is mirrored too
 META_PRECISION = "fer_export.precision"  # "fp32" or "int8" (static QDQ)
+META_PROBE = "fer_export.probe"  # the self-check: probe faces and what the file's reference gives them (probe.py)
 
 
 #: The five face landmarks YuNet gives, in its order: the subject's right eye, left eye, nose tip,

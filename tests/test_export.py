@@ -142,7 +142,7 @@ def test_int8_reports_accuracy_and_gates_on_drop(exported, tiny_ckpt, fer2013, m
 
     monkeypatch.setattr(quantize, "CALIB_IMAGES", 32)
     monkeypatch.setattr(quantize, "MAX_ACCURACY_DROP_PP", -100.0)  # any int8 model fails this gate
-    monkeypatch.setattr(quantize, "images_per_second", lambda path, spec: 1.0)
+    monkeypatch.setattr(quantize, "images_per_second", lambda path, spec, **options: 1.0)
     val = fer2013 / "val"
     result = cli("onnx", tiny_ckpt, "--int8", "--calib", val, "--eval-limit", 4)
     assert result.exit_code == EXIT_FAILED, result.output
@@ -165,7 +165,7 @@ def test_int8_from_an_exported_onnx_file_is_gated_against_that_file(exported, fe
     from fer_export.runtime import EmotionClassifier
 
     monkeypatch.setattr(quantize, "CALIB_IMAGES", 32)
-    monkeypatch.setattr(quantize, "images_per_second", lambda path, spec: 1.0)
+    monkeypatch.setattr(quantize, "images_per_second", lambda path, spec, **options: 1.0)
     fp32 = tmp_path / "model.onnx"
     shutil.copy(exported["onnx"], fp32)
     val = fer2013 / "val"
@@ -196,7 +196,7 @@ def test_calib_tries_keeps_the_int8_copy_closest_to_fp32(exported, fer2013, tmp_
 
     monkeypatch.setattr(quantize, "CALIB_IMAGES", 16)
     monkeypatch.setattr(quantize, "FIDELITY_IMAGES", 64)
-    monkeypatch.setattr(quantize, "images_per_second", lambda path, spec: 1.0)
+    monkeypatch.setattr(quantize, "images_per_second", lambda path, spec, **options: 1.0)
     fp32, val = tmp_path / "model.onnx", fer2013 / "val"
     shutil.copy(exported["onnx"], fp32)
     spec = open_artifact(fp32).spec
@@ -243,7 +243,7 @@ def test_bad_checkpoint_is_exit_2_naming_the_file(tmp_path, command):
 
 
 def test_every_command_has_help():
-    assert set(main.commands) == {"onnx", "torchscript", "all", "verify"}
+    assert set(main.commands) == {"onnx", "torchscript", "all", "verify", "stamp", "requantize"}
     for name, command in main.commands.items():
         result = cli(name, "--help")
         assert result.exit_code == 0 and len(command.help or "") > 30, name

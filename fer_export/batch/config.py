@@ -57,6 +57,8 @@ class WorkConfig:
     model: str | None = None  # exported ONNX model, or a bundled one by name (accurate, fast); None = the default
     # bundled one. Names resolve in the process that loads the model (each Dask worker: its own install)
     provider: str = "auto"  # onnxruntime provider: auto | cpu | cuda
+    self_check: bool = True  # check the model on this machine when it opens (fer_export.probe); False runs a
+    # file that fails its check anyway (a bundled model that fails falls back to a correct path either way)
     batch_size: int = DEFAULT_BATCH_SIZE  # face crops per model call, gathered across files and frames
     threads: int | None = None  # onnxruntime intra-op threads for video frames; None = half the CPUs with Haar, else all
     # (runs of images are classified by each worker thread on a one-thread session the workers share)
@@ -89,6 +91,8 @@ class WorkConfig:
                 raise InputError(f"{name} must be a number, got {value!r}")
             if value is not None:
                 object.__setattr__(self, name, float(value))
+        if not isinstance(self.self_check, bool):
+            raise InputError(f"self_check must be True or False, got {self.self_check!r}")
         _whole_numbers(self, ("batch_size", "threads", "min_face", "max_faces", "every_n"))
         _raise(_work_problems(self))
 

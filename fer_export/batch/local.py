@@ -112,8 +112,7 @@ class _Models:
         try:
             self.clf, self.detector = open_models(self.work)
             self.opened.set()
-            self.shared = (self.clf if self.clf.provider != "cpu" else
-                           EmotionClassifier(self.clf.path, "cpu", self.clf.batch_size, 1, spin=False))
+            self.shared = self.clf if self.clf.provider != "cpu" else self.clf.sibling(1, spin=False)
         except BaseException as exc:  # raised again where the models are asked for
             self.error = exc
         finally:

@@ -41,7 +41,7 @@ def open_models(work: WorkConfig) -> tuple[EmotionClassifier, object]:
     detector cropping faces as the model's spec frames them. The session's idle threads sleep rather
     than spin: decoding and detection need the same cores."""
     clf = EmotionClassifier(work.model, work.provider, work.batch_size, model_threads(work),
-                            spin=False)
+                            spin=False, self_check=work.self_check)
     return clf, open_detector(work, clf.spec.framing)
 
 
@@ -59,7 +59,8 @@ def model_threads(work: WorkConfig) -> int | None:
 def describe(clf: EmotionClassifier, detector) -> dict:
     """What loaded, for the run's first line and its report (picklable: a Dask worker sends it)."""
     return {"labels": list(clf.labels), "provider": clf.provider, "model": str(clf.path),
-            "detector": detector.name if detector else "none", "detector_path": str(detector.path) if detector else ""}
+            "detector": detector.name if detector else "none", "detector_path": str(detector.path) if detector else "",
+            "self_check": clf.check.line()}
 
 
 def sampler_of(work: WorkConfig) -> FrameSampler:
@@ -367,6 +368,7 @@ def start(config: BatchConfig, sources: list[Source], models: dict, log: Log, no
     """The prologue: say what runs, open the results writer (locked, recording the
     run's settings), count what an earlier run finished. ``models`` is :func:`describe`'s answer.
     Returns ``(committer, report, todo)``, ``todo`` being ``(index, source)`` of the inputs left to do."""
+    log(models["self_check"])
     log(f"model {models['model']} on {models['provider']}; detector {models['detector']}"
         + (f" ({models['detector_path']})" if models["detector_path"] else "") + note)
     writer = ResultsWriter(config.out, columns(models["labels"]), config.resume, config.overwrite,

@@ -12,10 +12,12 @@ from __future__ import annotations
 import functools
 import math
 import sys
+import warnings
 
 import click
 
 from ..errors import FerExportError
+from ..runtime import SelfCheckWarning
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Optional packages by import name, and the extra that installs them.
@@ -38,7 +40,10 @@ def library_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", SelfCheckWarning)
+                warnings.showwarning = _warning_line
+                return fn(*args, **kwargs)
         except FerExportError as exc:
             raise UserError(str(exc)) from exc
         except ModuleNotFoundError as exc:  # a light install (no torch) asked for training or export
@@ -57,6 +62,11 @@ def library_errors(fn):
             raise UserError(f"{where}{os_error_reason(exc)}") from exc
 
     return wrapper
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one line on stderr (``warning: ...``), not Python's file-and-line form."""
+    echo_err(f"warning: {message}")
 
 
 class FiniteFloat(click.FloatRange):

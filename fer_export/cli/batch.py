@@ -59,6 +59,9 @@ def _model(ctx, param, value):
                    f"[default: {DEFAULT_TIER}]")
 @click.option("--provider", type=click.Choice(PROVIDERS), default=D.provider, show_default=True,
               help="onnxruntime provider; auto = CUDA when usable, else CPU.")
+@click.option("--no-self-check", "self_check", is_flag=True, flag_value=False, default=D.self_check,
+              help="Run a model file that fails its self-check on this machine anyway (the check runs the "
+                   "probe faces the file carries; a bundled model that fails falls back to a correct path).")
 @click.option("--batch-size", type=click.IntRange(1), default=D.batch_size, show_default=True,
               help="Face crops per model call, gathered across files and frames.")
 @click.option("--detector", type=click.Choice(DETECTORS), default=D.detector, show_default=True,

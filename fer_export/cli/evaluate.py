@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import library_errors
+from . import echo_err, library_errors
 from ..evaluate import CONFUSION_SUFFIXES, check_confusion_path, evaluate_folder, plot_confusion
 from ..errors import require
 from ..folders import check_outputs, check_outside, write_file
@@ -30,22 +30,28 @@ Exit codes: 0 done, 2 usage or input error (missing folder, wrong label folders,
 @click.option("--limit-per-class", type=click.IntRange(min=1), help="Seeded sample of at most N images per class.")
 @click.option("--provider", type=click.Choice(PROVIDERS), default="cpu", show_default=True,
               help="onnxruntime execution provider (.onnx only).")
+@click.option("--no-self-check", "self_check", is_flag=True, flag_value=False, default=True,
+              help="Evaluate an ONNX file that fails its self-check on this machine anyway.")
 @click.option("--confusion", type=click.Path(dir_okay=False, path_type=Path),
               help=f"Write the confusion matrix as an image ({', '.join(CONFUSION_SUFFIXES)}).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write the classification report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of text.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @library_errors
-def main(model, data, split, batch_size, limit_per_class, provider, confusion, report, as_json, progress):
-    if str(model) in BUNDLED_MODELS:
-        model = resolve_model(str(model), provider)
+def main(model, data, split, batch_size, limit_per_class, provider, self_check, confusion, report, as_json, progress):
+    name = str(model) if str(model) in BUNDLED_MODELS else model  # a name keeps its self-check fall-back
+    if name is not model:
+        model = resolve_model(name, provider)
     if confusion:
         check_confusion_path(confusion)
         require("matplotlib", "train", "fer-eval --confusion")
     outputs = [("--report", report), ("--confusion", confusion)]
     check_outputs([("the model", model)], outputs)
     check_outside("the --data folder", data, outputs)
-    result = evaluate_folder(model, data, split, batch_size, limit_per_class, provider, progress)
+    result = evaluate_folder(name, data, split, batch_size, limit_per_class, provider, progress, self_check)
+    if result.self_check:
+        echo_err(result.self_check)
+    model = Path(result.model)
     text = result.classification_report()
     if report:
         write_file(report, text)

@@ -227,18 +227,62 @@ def all_formats(checkpoint, tta, data, json_out):
     _finish([_run(export, fmt, checkpoint, data=data, tta=tta) for fmt in FORMATS], json_out)
 
 
-@main.command(help="Re-check ARTIFACT (.onnx or .pt) against the checkpoint it should come from: spec, source "
-                   "sha256 and parity. Exits 1 when it does not reproduce the checkpoint.")
+@main.command(help="Check ARTIFACT on this machine: run the probe faces an ONNX file carries and compare with the "
+                   "probabilities it records (int8: also whether its weights can saturate on CPUs without VNNI). "
+                   "With --against, re-check it against the checkpoint it should come from instead: spec, source "
+                   "sha256 and parity. Exits 1 when a check fails.")
 @click.argument("artifact", type=_path)
-@click.option("--against", "checkpoint", type=_path, required=True, help="The checkpoint to compare with.")
+@click.option("--against", "checkpoint", type=_path, help="The checkpoint to compare with.")
 @_data
 @_json
 @library_errors
 def verify(artifact, checkpoint, data, json_out):
-    from ..export.verify import verify as verify_artifact
+    from ..export.verify import self_check_file, verify as verify_artifact
 
+    if checkpoint is None:
+        if data is not None:
+            raise click.UsageError("--data goes with --against (the parity check)")
+        _check_paths([("the artifact", artifact)], [], json_out)
+        _finish([self_check_file(artifact)], json_out)
+        return
     _check_paths([("the artifact", artifact), ("the checkpoint", checkpoint)], [], json_out)
     _finish([verify_artifact(artifact, checkpoint, data)], json_out)
+
+
+@main.command(help="Write a copy of MODEL (an ONNX file fer-export wrote) with a new self-check probe: sixteen "
+                   "bundled faces and the probabilities its reference gives them (fp32: the file; int8: the file "
+                   "with graph optimisations off, which no CPU changes). Writes NAME.stamped.onnx unless -o is given.")
+@click.argument("model", type=_path)
+@click.option("-o", "--output", type=_path, help="Output .onnx path.")
+@_json
+@library_errors
+def stamp(model, output, json_out):
+    from ..export import sibling, stamp_probe
+
+    _check_paths([("the model", model)], [(output or sibling(model, "stamped"), "the stamped model")], json_out)
+    _finish([stamp_probe(model, output)], json_out)
+
+
+@main.command(help="Rewrite an int8 MODEL whose weights use the full int8 range with 7-bit weights, keeping its "
+                   "calibration: CPUs without VNNI (AMD Zen 1-3, Intel before Ice Lake) saturate full-range int8 "
+                   "products and give other answers. Gated against MODEL run as ONNX defines it. Writes "
+                   "NAME.7bit.onnx unless -o is given.")
+@click.argument("model", type=_path)
+@click.option("-o", "--output", type=_path, help="Output .onnx path.")
+@click.option("--eval-data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Labelled folder (<emotion>/*.jpg) to judge accuracy on.")
+@click.option("--eval-limit", type=click.IntRange(min=1), help="Use at most this many images per class of --eval-data.")
+@click.option("--max-drop", type=FiniteFloat(min=0), help="Largest accepted accuracy drop in points (default 1.0).")
+@click.option("--accept-drop", is_flag=True, help="Keep the new model even if its accuracy drops more.")
+@_data
+@_json
+@library_errors
+def requantize(model, output, eval_data, eval_limit, max_drop, accept_drop, data, json_out):
+    from ..export import export_requantized, sibling
+
+    _check_paths([("the model", model)], [(output or sibling(model, "7bit"), "the requantised model")], json_out)
+    _finish([_run(export_requantized, model, output, eval_data=eval_data, data=data, max_drop_pp=max_drop,
+                  accept_drop=accept_drop, limit_per_class=eval_limit)], json_out)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,15 @@ from typing import Any, Callable, NamedTuple
 
 from ..errors import ArtifactError, ExportError, InputError, ParityError
 from ..folders import cannot_write, check_outputs
-from ..spec import (INPUT_NORMALIZED, INPUT_UINT8, META_FLIP_BELOW, META_PARITY, META_SOURCE_SHA256, META_TTA,
-                    ModelSpec)
+from ..spec import (INPUT_NORMALIZED, INPUT_UINT8, META_FLIP_BELOW, META_PARITY, META_PRECISION, META_PROBE,
+                    META_SOURCE_SHA256, META_TTA, ModelSpec)
 from .artifact import TTA_MODES, Artifact, build_metadata
 from .flip import FLIP_BELOW, SOURCE_PARITY, UNCERTAIN, FlipReference, add_uncertain_flip, check_threshold
 from .onnx import export_onnx, load_onnx, stamp_onnx
 from .torchscript import export_torchscript, load_torchscript_artifact, stamp_torchscript
 
-__all__ = ["FORMATS", "TTA_MODES", "Artifact", "ExportResult", "export", "export_flip", "export_int8", "open_artifact"]
+__all__ = ["FORMATS", "TTA_MODES", "Artifact", "ExportResult", "export", "export_flip", "export_int8", "export_requantized",
+           "open_artifact", "stamp_probe"]
 
 
 class Format(NamedTuple):
@@ -167,7 +168,10 @@ def settle(result: ExportResult, tmp: Path, final: Path, stamp: Callable[[Path, 
     failed = sibling(final, "failed")
 
     def put_in_place():
-        stamp(tmp, {**metadata, META_PARITY: json.dumps(record, sort_keys=True)})
+        from .stamp import make_probe
+
+        probe = {META_PROBE: make_probe(tmp).to_json()} if result.passed and tmp.suffix.lower() == ".onnx" else {}
+        stamp(tmp, {**metadata, **probe, META_PARITY: json.dumps(record, sort_keys=True)})
         os.replace(tmp, final if result.passed else failed)
 
     write_artifact(put_in_place, tmp, final)
@@ -296,6 +300,93 @@ def export_int8(checkpoint: str | Path | None, fp32: str | Path, calib: str | Pa
         return report
 
     return publish("onnx", tmp, final, metadata, model, spec, data or calib, (accuracy,))
+
+
+def export_requantized(model: str | Path, output: str | Path | None = None, *, eval_data: str | Path,
+                       data: str | Path | None = None, max_drop_pp: float | None = None, accept_drop: bool = False,
+                       limit_per_class: int | None = None) -> ExportResult:
+    """Rewrite an int8 file whose weights use the full int8 range (which CPUs without VNNI compute
+    otherwise) with 7-bit weights, its activations' calibration kept (:func:`~.quantize.requantize_weights`),
+    to ``output`` (default ``NAME.7bit.onnx``). The gate runs the source as ONNX defines it (its literal
+    run, whatever this CPU's int8 kernels do with it): parity with the int8 tolerance, accuracy on
+    ``eval_data`` next to it, and the new file's agreement with its own literal run."""
+    import onnx
+
+    from .quantize import MAX_ACCURACY_DROP_PP, judge, requantize_weights
+
+    model = Path(model)
+    source = open_artifact(model)
+    if model.suffix.lower() != ".onnx" or source.precision != "int8":
+        raise ExportError(f"{model}: not an int8 ONNX file fer-export wrote; make an fp32 file's int8 copy with "
+                          "fer-export onnx MODEL.onnx --int8 --calib DIR")
+    final = Path(output) if output else sibling(model, "7bit")
+    if output:
+        check_suffix("onnx", final)
+    check_outputs([("the model", model)], gate_outputs(final, "the requantised model"))
+    metadata = {k: v for k, v in source.metadata.items() if k not in (META_PARITY, META_PROBE)}
+    tmp = temp_beside(final)
+
+    def write():
+        proto = onnx.load_model(str(model))
+        if not requantize_weights(proto):
+            raise ExportError(f"{model}: has no int8 weights to requantise")
+        onnx.save_model(proto, str(tmp))
+
+    write_artifact(write, tmp, final)
+
+    def accuracy(path: Path):
+        return judge(model, path, source.spec, eval_data, accept_drop=accept_drop, limit_per_class=limit_per_class,
+                     max_drop_pp=MAX_ACCURACY_DROP_PP if max_drop_pp is None else max_drop_pp, reference_literal=True)
+
+    return publish("onnx", tmp, final, metadata, load_onnx(model, literal=True), source.spec, data, (accuracy,))
+
+
+@dataclass
+class StampResult:
+    """``fer-export stamp``: a copy of a model file with a new self-check probe, checked on this machine."""
+
+    path: Path
+    check: Any  # probe.SelfCheck of the written file, as this machine serves it
+
+    @property
+    def passed(self) -> bool:
+        return self.check.passed
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "passed": self.passed, "self_check": self.check.to_dict()}
+
+    def summary(self) -> str:
+        return f"stamped {self.path}\n  {self.check.line()}"
+
+
+def stamp_probe(model: str | Path, output: str | Path | None = None) -> StampResult:
+    """Write ``model`` (an ONNX file fer-export wrote) to ``output`` (default ``NAME.stamped.onnx``) with a
+    new self-check probe (:mod:`fer_export.probe`), computed by its reference: the file itself for fp32,
+    its literal run for int8, so it is right whichever CPU stamps it. Then check the copy as served."""
+    from ..probe import self_check
+    from ..runtime import EmotionClassifier
+    from .stamp import make_probe
+
+    model = Path(model)
+    source = open_artifact(model)
+    if model.suffix.lower() != ".onnx":
+        raise ExportError(f"{model}: only ONNX files carry a self-check probe")
+    source.spec  # a file without fer-export's contract cannot be probed  # noqa: B018
+    final = Path(output) if output else sibling(model, "stamped")
+    if output:
+        check_suffix("onnx", final)
+    check_outputs([("the model", model)], [("the stamped model", final)])
+    tmp = temp_beside(final)
+
+    def write():
+        import shutil
+
+        shutil.copyfile(model, tmp)
+        FORMATS["onnx"].stamp(tmp, {**source.metadata, META_PROBE: make_probe(tmp).to_json()})
+        os.replace(tmp, final)
+
+    write_artifact(write, tmp, final)
+    return StampResult(final, self_check(EmotionClassifier(final, "cpu", self_check=False)))
 
 
 def flip_problems(source) -> list[str]:

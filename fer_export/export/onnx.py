@@ -89,11 +89,12 @@ def stamp_onnx(path: Path, metadata: dict[str, str]) -> None:
     onnx.save_model(proto, str(path))
 
 
-def load_onnx(path: Path) -> Artifact:
-    """Open an ONNX artifact on the CPU: every output by name, and its metadata."""
+def load_onnx(path: Path, literal: bool = False) -> Artifact:
+    """Open an ONNX artifact on the CPU: every output by name, and its metadata. ``literal``: run it
+    with graph optimisations off (:func:`fer_export.runtime.open_session`)."""
     from ..runtime import open_session, read_metadata
 
-    sess, _ = open_session(path, "cpu")
+    sess, _ = open_session(path, "cpu", literal=literal)
     inputs = sess.get_inputs()
     if len(inputs) != 1:
         raise ArtifactError(f"{path}: expected one graph input, found {[i.name for i in inputs]}")

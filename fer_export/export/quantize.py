@@ -1,15 +1,26 @@
-"""int8 variants, judged on accuracy: static QDQ quantisation calibrated on real images.
+"""int8 variants that compute the same function on every CPU: static QDQ quantisation calibrated
+on real images, with weights that cannot saturate.
 
-``onnxruntime.quantization.quantize_static`` in QDQ format with per-channel int8 weights and uint8
-activations (the fast VNNI/AMX path on x86; int8 activations ran no faster than fp32 here), MinMax-calibrated on :data:`CALIB_IMAGES` images
-sampled from a folder. On a 2-core AVX-512 CPU this runs ResNet18 at 224 px about 4x faster than
-fp32. Dynamic quantisation is not offered: it was far slower than fp32 here. fp16 is not offered
-either: it is no faster than fp32 on CPUs.
+``onnxruntime.quantization.quantize_static`` in QDQ format, uint8 activations and per-channel int8
+weights (U8S8: onnxruntime's fast path on x86), MinMax-calibrated on :data:`CALIB_IMAGES` images
+sampled from a folder. The weights take 7 bits (``reduce_range``: -64..64), not 8. On x86 CPUs
+without VNNI (AMD Zen 1-3, Intel before Ice Lake, Skylake-SP) onnxruntime multiplies uint8 by int8
+with AVX2's ``vpmaddubsw``, which adds each pair of products into a saturating int16: with 8-bit
+weights a pair reaches 2 x 255 x 127 = 64,770 and is clipped to 32,767, so the same file gives other
+answers there than on a VNNI or AMX CPU. With 7-bit weights a pair is at most 2 x 255 x 64 = 32,640:
+every CPU computes what the file defines (:func:`saturation_problems` checks this bound on a file).
+On VNNI and AMX CPUs the speed is the same as with 8-bit weights; U8U8 (uint8 weights) cannot
+saturate either but has no VNNI/AMX kernels. Dynamic quantisation and fp16 are not offered: both
+are slower than fp32 on CPUs. The candidates and their measurements: benchmarks/README.md, "int8
+on every CPU".
 
 Every int8 artifact is judged by :class:`PrecisionReport`: its top-1 accuracy on a labelled folder
-next to the fp32 model's, and both speeds. A drop of more than :data:`MAX_ACCURACY_DROP_PP`
-percentage points fails the export unless the caller accepts it. The artifact's own parity against
-PyTorch is checked with the looser :data:`fer_export.parity.INT8` tolerance.
+next to the fp32 model's, both speeds, and its agreement with its own literal run (the same file
+with graph optimisations off, so that onnxruntime executes DequantizeLinear, a float Conv and
+QuantizeLinear as ONNX defines them, without int8 kernels: the reference no CPU changes). A drop of
+more than :data:`MAX_ACCURACY_DROP_PP` points, or an agreement below :data:`MIN_LITERAL_AGREEMENT`,
+fails the export; the drop alone can be accepted. The artifact's own parity against PyTorch is
+checked with the looser :data:`fer_export.parity.INT8` tolerance.
 """
 from __future__ import annotations
 
@@ -38,6 +49,12 @@ FIDELITY_SEED = 1_000_003  # seeds the sample of those images (calibration sampl
 SPEED_BATCH = 32  # batch size of the images/s measurement
 SPEED_THREADS = 2  # onnxruntime intra-op threads for the images/s measurement
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]  # the softmax stays in float
+#: Largest |weight - zero point| of a quantised weight such that no int16 sum of two uint8 x int8
+#: products can saturate: 2 x 255 x 64 = 32,640 <= 32,767. 7-bit weights (``reduce_range``) meet it.
+MAX_WEIGHT_MAGNITUDE = 64
+#: Fewest top-1 answers, as a share of the eval images, on which an int8 file must agree with its
+#: literal run (its own definition, computed without int8 kernels).
+MIN_LITERAL_AGREEMENT = 0.995
 
 
 def check_calib(calib: str | Path, tries: int = 1, seed: int = 0) -> list[Path]:
@@ -75,7 +92,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, spec: ModelSpec, calib: str |
     files = image_files(calib)  # listed once: a training folder holds tens of thousands of files
     samples = [sample_of(files, n, s) for s in seeds]
     if len(seeds) == 1:
-        _quantize(fp32_path, out_path, spec, samples[0])
+        quantize_sample(fp32_path, out_path, spec, samples[0])
         return None
     used = set().union(*samples)
     held = [p for p in sample_of(files, FIDELITY_IMAGES + len(used), FIDELITY_SEED) if p not in used]
@@ -88,7 +105,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, spec: ModelSpec, calib: str |
     kl, agreement = [], []
     try:
         for path, sample in zip(paths, samples):
-            _quantize(fp32_path, path, spec, sample)
+            quantize_sample(fp32_path, path, spec, sample)
             candidate = _log_softmax(logits(path, x))
             kl.append(float((np.exp(reference) * (reference - candidate)).sum(1).mean()))
             agreement.append(float((candidate.argmax(1) == reference.argmax(1)).mean()))
@@ -100,7 +117,10 @@ def quantize_int8(fp32_path: Path, out_path: Path, spec: ModelSpec, calib: str |
     return Calibration(seeds, n, len(x), kl, agreement, kept)
 
 
-def _quantize(fp32_path: Path, out_path: Path, spec: ModelSpec, images: list[Path]) -> None:
+def quantize_sample(fp32_path: Path, out_path: Path, spec: ModelSpec, images: list[Path], **scheme) -> None:
+    """Quantise ``fp32_path`` to ``out_path`` calibrated on ``images``: fer-export's scheme (7-bit
+    per-channel int8 weights, uint8 activations, QDQ); ``scheme`` overrides quantize_static's options
+    (benchmarks/int8_schemes.py measures the alternatives with it)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     x = preprocess([read_gray(p) for p in images], spec)
@@ -115,9 +135,9 @@ def _quantize(fp32_path: Path, out_path: Path, spec: ModelSpec, images: list[Pat
     hint = _DropHint()  # onnxruntime logs "consider pre-processing" on the root logger; measured: no gain here
     logging.getLogger().addFilter(hint)
     try:
-        quantize_static(str(fp32_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=QUANTIZED_OPS)
+        options = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                       weight_type=QuantType.QInt8, reduce_range=True, op_types_to_quantize=QUANTIZED_OPS)
+        quantize_static(str(fp32_path), str(out_path), Reader(), **(options | scheme))
     except OSError:  # a full disk: the caller names the file
         raise
     except Exception as exc:  # onnxruntime.quantization raises many types
@@ -166,13 +186,39 @@ class Variant:
 
 
 @dataclass
+class LiteralCheck:
+    """The int8 file's optimised session against its literal run (:func:`literal_check`), on one CPU."""
+
+    cpu: str  # fer_export.cpu.describe() of the machine that ran both
+    images: int
+    agreement: float  # share of images whose top-1 class is the same
+    max_prob_diff: float
+    saturation: list[str]  # saturation_problems() of the file: weight tensors that can saturate
+
+    @property
+    def passed(self) -> bool:
+        return self.agreement >= MIN_LITERAL_AGREEMENT and not self.saturation
+
+    def summary(self) -> str:
+        verdict = "ok" if self.passed else "FAILED"
+        lines = [f"  against its literal run (graph optimisations off) on {self.cpu}: top-1 agreement "
+                 f"{self.agreement:.2%} of {self.images} images (at least {MIN_LITERAL_AGREEMENT:.1%}), largest "
+                 f"probability difference {self.max_prob_diff:.4f}: {verdict}"]
+        if self.saturation:
+            lines.append(f"  weights that can saturate without VNNI: {'; '.join(self.saturation[:3])}"
+                         + (f" (+{len(self.saturation) - 3} more)" if len(self.saturation) > 3 else ""))
+        return "\n".join(lines)
+
+
+@dataclass
 class PrecisionReport:
     eval_data: str
     eval_images: int
-    reference: Variant  # fp32
+    reference: Variant  # fp32 (or, for a requantised file, the source file's literal run)
     variant: Variant  # int8
     max_drop_pp: float
     accept_drop: bool
+    literal: LiteralCheck | None = None
     calibration: Calibration | None = None  # the int8 candidates compared, when more than one
 
     @property
@@ -181,7 +227,7 @@ class PrecisionReport:
 
     @property
     def passed(self) -> bool:
-        return self.accept_drop or self.drop_pp <= self.max_drop_pp
+        return (self.accept_drop or self.drop_pp <= self.max_drop_pp) and (self.literal is None or self.literal.passed)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"drop_pp": self.drop_pp, "passed": self.passed}
@@ -189,12 +235,14 @@ class PrecisionReport:
     def summary(self) -> str:
         rows = [f"  accuracy on {self.eval_data} ({self.eval_images} images), speed at batch {SPEED_BATCH}, "
                 f"{SPEED_THREADS} threads:",
-                f"  {'precision':<10}{'top-1':>8}{'img/s':>9}{'MB':>7}"]
-        rows += [f"  {v.precision:<10}{v.accuracy:>8.2%}{v.images_per_s:>9.1f}{v.size_mb:>7.1f}"
+                f"  {'precision':<13}{'top-1':>8}{'img/s':>9}{'MB':>7}"]
+        rows += [f"  {v.precision:<13}{v.accuracy:>8.2%}{v.images_per_s:>9.1f}{v.size_mb:>7.1f}"
                  for v in (self.reference, self.variant)]
         verdict = "ok" if self.drop_pp <= self.max_drop_pp else (
             "ACCEPTED (--accept-drop)" if self.accept_drop else "FAILED: pass --accept-drop to keep it")
         rows.append(f"  accuracy drop {self.drop_pp:+.2f} pp (limit {self.max_drop_pp:g} pp): {verdict}")
+        if self.literal is not None:
+            rows.append(self.literal.summary())
         if self.calibration is not None:
             rows.append(self.calibration.summary())
         return "\n".join(rows)
@@ -206,23 +254,30 @@ def labelled_batch(root: str | Path, spec: ModelSpec, limit_per_class: int | Non
     return preprocess([read_gray(p) for p, _ in items], spec), np.array([y for _, y in items])
 
 
-def logits(path: Path, x: np.ndarray) -> np.ndarray:
-    """The ONNX model at ``path`` on preprocessed ``x``, in batches of SPEED_BATCH on the CPU."""
+def outputs(path: Path, x: np.ndarray, name: str = "logits", literal: bool = False) -> np.ndarray:
+    """Output ``name`` of the ONNX model at ``path`` on preprocessed ``x``, in batches of SPEED_BATCH on
+    the CPU; ``literal``: with graph optimisations off (the file's own definition, no int8 kernels)."""
     from ..runtime import open_session
 
-    sess, _ = open_session(path, "cpu", SPEED_THREADS)
-    return np.concatenate([sess.run(["logits"], {"input": x[i:i + SPEED_BATCH]})[0] for i in range(0, len(x), SPEED_BATCH)])
+    sess, _ = open_session(path, "cpu", SPEED_THREADS, literal=literal)
+    return np.concatenate([sess.run([name], {"input": x[i:i + SPEED_BATCH]})[0] for i in range(0, len(x), SPEED_BATCH)])
 
 
-def accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    return float((logits(path, x).argmax(1) == y).mean())
+def logits(path: Path, x: np.ndarray) -> np.ndarray:
+    """The ONNX model at ``path`` on preprocessed ``x``, in batches of SPEED_BATCH on the CPU."""
+    return outputs(path, x)
 
 
-def images_per_second(path: Path, spec: ModelSpec, batch: int = SPEED_BATCH, seconds: float = 2.0) -> float:
+def accuracy(path: Path, x: np.ndarray, y: np.ndarray, literal: bool = False) -> float:
+    return float((outputs(path, x, literal=literal).argmax(1) == y).mean())
+
+
+def images_per_second(path: Path, spec: ModelSpec, batch: int = SPEED_BATCH, seconds: float = 2.0,
+                      literal: bool = False, threads: int = SPEED_THREADS) -> float:
     """Throughput of an ONNX model on the CPU: repeated runs of one random batch after a warm-up."""
     from ..runtime import open_session
 
-    sess, _ = open_session(path, "cpu", SPEED_THREADS)
+    sess, _ = open_session(path, "cpu", threads, literal=literal)
     x = np.random.default_rng(0).standard_normal((batch, spec.channels, *spec.input_size)).astype(np.float32)
     sess.run(["logits"], {"input": x})
     runs, start = 0, time.perf_counter()
@@ -232,17 +287,114 @@ def images_per_second(path: Path, spec: ModelSpec, batch: int = SPEED_BATCH, sec
     return runs * batch / (time.perf_counter() - start)
 
 
-def variant(precision: str, path: Path, spec: ModelSpec, x: np.ndarray, y: np.ndarray) -> Variant:
-    return Variant(precision, str(path), path.stat().st_size / 1e6, accuracy(path, x, y), images_per_second(path, spec))
+def variant(precision: str, path: Path, spec: ModelSpec, x: np.ndarray, y: np.ndarray, literal: bool = False) -> Variant:
+    return Variant(precision, str(path), path.stat().st_size / 1e6, accuracy(path, x, y, literal),
+                   images_per_second(path, spec, literal=literal))
+
+
+def literal_check(path: Path, x: np.ndarray) -> LiteralCheck:
+    """The int8 file at ``path`` as this CPU's int8 kernels run it, against its literal run, on ``x``."""
+    from ..cpu import describe
+
+    fast, literal = outputs(path, x, "probs"), outputs(path, x, "probs", literal=True)
+    return LiteralCheck(describe(), len(x), float((fast.argmax(1) == literal.argmax(1)).mean()),
+                        float(np.abs(fast - literal).max()) if len(x) else 0.0, saturation_problems(path))
 
 
 def judge(fp32_path: Path, int8_path: Path, spec: ModelSpec, eval_data: str | Path, *,
           max_drop_pp: float = MAX_ACCURACY_DROP_PP, accept_drop: bool = False,
-          limit_per_class: int | None = None) -> PrecisionReport:
-    """Accuracy and speed of the int8 model next to the fp32 one on a labelled folder."""
+          limit_per_class: int | None = None, reference_literal: bool = False) -> PrecisionReport:
+    """Accuracy and speed of the int8 model next to the reference one (the fp32 file, or with
+    ``reference_literal`` an int8 file run literally) on a labelled folder, and the int8 model
+    against its own literal run on the same images."""
     try:
         x, y = labelled_batch(eval_data, spec, limit_per_class)
     except InputError as exc:
         raise InputError(f"int8 needs a labelled folder to judge accuracy (--eval-data): {exc}") from exc
-    return PrecisionReport(str(eval_data), len(y), variant("fp32", fp32_path, spec, x, y),
-                           variant("int8", int8_path, spec, x, y), max_drop_pp, accept_drop)
+    reference = variant("int8 literal" if reference_literal else "fp32", fp32_path, spec, x, y, reference_literal)
+    return PrecisionReport(str(eval_data), len(y), reference, variant("int8", int8_path, spec, x, y), max_drop_pp,
+                           accept_drop, literal_check(int8_path, x))
+
+
+def _weight_dequantizers(graph) -> list:
+    """The DequantizeLinear nodes of ``graph`` whose input is an int8 initializer: its quantised weights
+    (each listed once, though the flip's copy of the network runs them twice)."""
+    import onnx
+
+    int8 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    seen, nodes = set(), []
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in int8 and node.input[0] not in seen:
+            seen.add(node.input[0])
+            nodes.append(node)
+    return nodes
+
+
+def saturation_problems(path: str | Path) -> list[str]:
+    """The int8 weight tensors of the ONNX file at ``path`` that can saturate a non-VNNI CPU's int16 sum
+    of two uint8 x int8 products: ``max |w - zero_point| > MAX_WEIGHT_MAGNITUDE`` (as "name: N"). An
+    empty list is the guarantee that every CPU computes the file as ONNX defines it."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_model(str(path)).graph
+    values = {i.name: i for i in graph.initializer}
+    problems = []
+    for node in _weight_dequantizers(graph):
+        q = numpy_helper.to_array(values[node.input[0]]).astype(np.int32)
+        zero = (numpy_helper.to_array(values[node.input[2]]).astype(np.int32)
+                if len(node.input) > 2 and node.input[2] in values else np.zeros((), np.int32))
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if zero.ndim == 1 and q.ndim > 1:  # per-channel zero points along ``axis``
+            zero = np.expand_dims(zero, [d for d in range(q.ndim) if d != axis % q.ndim])
+        worst = int(np.abs(q - zero).max()) if q.size else 0
+        if worst > MAX_WEIGHT_MAGNITUDE:
+            problems.append(f"{node.input[0]}: {worst}")
+    return problems
+
+
+def requantize_weights(proto) -> int:
+    """Rewrite an int8 QDQ ``ModelProto`` (fer-export's, or onnxruntime's QDQ format with symmetric int8
+    weights) in place so that every weight tensor has 7-bit values (-64..64): each channel's scale is
+    its largest |weight| / 64 and its values are rounded again; the int32 bias of a Conv or Gemm that
+    uses the weight is rescaled with it (its scale is the input's times the weight's). The activations'
+    calibration is kept. Returns how many weight tensors were rewritten."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    values = {i.name: i for i in graph.initializer}
+    users = {}
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            users.setdefault(name, []).append((node, i))
+    dq_of = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    changed = 0
+    for node in _weight_dequantizers(graph):
+        q = numpy_helper.to_array(values[node.input[0]]).astype(np.float64)
+        scale = numpy_helper.to_array(values[node.input[1]]).astype(np.float64)
+        if len(node.input) > 2 and node.input[2] in values and numpy_helper.to_array(values[node.input[2]]).any():
+            raise ExportError(f"weight {node.input[0]} has a nonzero zero point; only symmetric int8 weights "
+                              "can be requantised")
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % q.ndim
+        shape = [-1 if d == axis else 1 for d in range(q.ndim)] if scale.ndim else []
+        w = q * (scale.reshape(shape) if shape else scale)
+        others = tuple(d for d in range(q.ndim) if d != axis) if scale.ndim else None
+        peak = np.abs(w).max(axis=others) if scale.ndim else np.abs(w).max()
+        new_scale = np.where(peak > 0, peak / MAX_WEIGHT_MAGNITUDE, scale)
+        new_q = np.clip(np.rint(w / (new_scale.reshape(shape) if shape else new_scale)), -MAX_WEIGHT_MAGNITUDE,
+                        MAX_WEIGHT_MAGNITUDE)
+        values[node.input[0]].CopyFrom(numpy_helper.from_array(new_q.astype(np.int8), node.input[0]))
+        values[node.input[1]].CopyFrom(numpy_helper.from_array(new_scale.astype(np.float32), node.input[1]))
+        ratio = new_scale / scale
+        for op, _ in (u for out in node.output for u in users.get(out, ()) if u[1] == 1):  # the weight input
+            bias = dq_of.get(op.input[2]) if len(op.input) > 2 else None
+            if bias is None or bias.input[0] not in values or bias.input[1] not in values:
+                continue
+            b_scale = numpy_helper.to_array(values[bias.input[1]]).astype(np.float64)
+            b = numpy_helper.to_array(values[bias.input[0]]).astype(np.float64) * b_scale
+            new_b_scale = b_scale * ratio
+            values[bias.input[0]].CopyFrom(numpy_helper.from_array(
+                np.rint(b / new_b_scale).astype(np.int32), bias.input[0]))
+            values[bias.input[1]].CopyFrom(numpy_helper.from_array(new_b_scale.astype(np.float32), bias.input[1]))
+        changed += 1
+    return changed

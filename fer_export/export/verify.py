@@ -56,3 +56,50 @@ def verify(artifact_path: str | Path, checkpoint: str | Path, data: str | Path |
     sha_match = artifact.metadata.get(META_SOURCE_SHA256) == sha256_file(checkpoint)
     parity = None if differences else check_model(model, spec, artifact, data)
     return VerifyReport(str(artifact_path), str(checkpoint), differences, sha_match, parity)
+
+
+@dataclass
+class SelfCheckReport:
+    """``fer-export verify MODEL``: does this machine compute the file as it was made?"""
+
+    artifact: str
+    check: object  # probe.SelfCheck
+    saturation: list[str] | None  # int8: weight tensors that can saturate without VNNI; None for fp32
+
+    @property
+    def passed(self) -> bool:
+        return self.check.status != "FAILED" and not self.saturation
+
+    @property
+    def return_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def to_dict(self) -> dict:
+        return {"artifact": self.artifact, "passed": self.passed, "self_check": self.check.to_dict(),
+                "saturation": self.saturation}
+
+    def summary(self) -> str:
+        lines = [f"verify {self.artifact}: {'passed' if self.passed else 'FAILED'}", f"  {self.check.line()}"]
+        if self.saturation is not None:
+            lines.append("  int8 weights: " + ("7-bit, cannot saturate on any CPU" if not self.saturation else
+                                               f"{len(self.saturation)} tensors use the full int8 range and saturate "
+                                               "on CPUs without VNNI; fix with fer-export requantize"))
+        return "\n".join(lines)
+
+
+def self_check_file(artifact_path: str | Path) -> SelfCheckReport:
+    """The self-check of an ONNX file on this machine (:mod:`fer_export.probe`), and for int8 whether its
+    weights can saturate on CPUs without VNNI."""
+    from ..errors import ArtifactError
+    from ..probe import self_check
+    from ..runtime import EmotionClassifier
+    from ..spec import META_PRECISION
+    from .quantize import saturation_problems
+
+    path = Path(artifact_path)
+    if path.suffix.lower() != ".onnx":
+        raise ArtifactError(f"{path}: only ONNX files carry a self-check; verify a TorchScript file against its "
+                            "checkpoint with --against")
+    clf = EmotionClassifier(path, "cpu", self_check=False)
+    int8 = clf.metadata.get(META_PRECISION) == "int8"
+    return SelfCheckReport(str(path), self_check(clf), saturation_problems(path) if int8 else None)
