@@ -58,7 +58,7 @@ def test_bundled_models_recognise_real_faces(fer2013, name):
     probs = EmotionClassifier(name, provider="cpu").predict([read_gray(p) for p, _ in items])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     accuracy = float(np.mean(probs.argmax(axis=1) == np.array([y for _, y in items])))
-    assert accuracy > 0.5, f"bundled model accuracy {accuracy:.1%} on a PublicTest slice"
+    assert accuracy >= 0.55, f"bundled model accuracy {accuracy:.1%} on a PublicTest slice"
 
 
 @pytest.mark.data
