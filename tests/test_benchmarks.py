@@ -442,3 +442,27 @@ def test_run_counts_the_mirrored_share_of_an_uncertain_flip_graph(fer2013):
     assert run.mirrored_share(BUNDLED_MODELS["accurate"]["cpu"], accurate.spec, fer2013 / "val", 5) is None
     assert run.mirrored_share(BUNDLED_MODELS["fast"]["cpu"], fast.spec, None, 5) is None
 
+
+def test_int8_schemes_compares_weights_that_can_and_cannot_saturate(tmp_path, exported, fer2013):
+    """On the tiny model: each scheme's row, and which of them can saturate (a property of the file, on any CPU)."""
+    import cv2
+
+    from fer_export.probe import probe_faces
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, face in enumerate(probe_faces()):
+        cv2.imwrite(str(calib / f"f{i}.png"), face)
+    out = tmp_path / "schemes.json"
+    res = script("int8_schemes.py", "--model", exported["onnx"], "--data", fer2013 / "val", "--calib", calib,
+                 "--limit-per-class", 2, "--json", out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text())
+    rows = {r["scheme"]: r for r in result["schemes"]}
+    assert set(rows) == {"fp32", "7bit", "full", "u8u8"} and result["images"] == 14
+    assert rows["7bit"]["saturating_tensors"] == rows["u8u8"]["saturating_tensors"] == 0
+    assert rows["full"]["saturating_tensors"] > 0
+    assert all(0 <= r["agreement_literal"] <= 1 and r["images_per_s_1"] > 0 for k, r in rows.items() if k != "fp32")
+    assert len(table_lines(res.stdout)) == 2 + 4 and result["machine"]["cpu"] in res.stdout
+    refused = script("int8_schemes.py", "--model", exported["onnx"], "--data", fer2013 / "val", "--calib", fer2013 / "val")
+    assert refused.returncode == 2 and "--calib" in refused.stderr
