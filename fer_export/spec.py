@@ -46,10 +46,19 @@ META_VERSION = "fer_export.version"
 META_SOURCE_SHA256 = "fer_export.source_sha256"
 META_PARITY = "fer_export.parity"
 META_INPUT = "fer_export.input"  # one of INPUT_FORMATS
-META_TTA = "fer_export.tta"  # "none", "hflip", "tencrop" or "hflip-uncertain": what the exported graph averages over
+META_TTA = "fer_export.tta"  # one of TTA_MODES: what the exported graph averages over
 META_FLIP_BELOW = "fer_export.flip_below"  # with "hflip-uncertain": the top probability below which a face is mirrored too
 META_PRECISION = "fer_export.precision"  # "fp32" or "int8" (static QDQ)
 META_PROBE = "fer_export.probe"  # the self-check: probe faces and what the file's reference gives them (probe.py)
+META_SOURCE_PARITY = "fer_export.source_parity"  # a flip file: its source file's own gate record
+
+#: The ``hflip-uncertain`` mode: the mirror too, only for the faces whose top probability is below
+#: ``META_FLIP_BELOW`` (ONNX only; export/flip.py).
+UNCERTAIN = "hflip-uncertain"
+#: What ``tta`` accepts: "none", "hflip" (average over the image and its mirror, inside the graph),
+#: "tencrop" (four corner crops and the centre crop, and their mirrors; see export.preprocessing.ViewAverage)
+#: or UNCERTAIN.
+TTA_MODES = ("none", "hflip", "tencrop", UNCERTAIN)
 
 
 #: The five face landmarks YuNet gives, in its order: the subject's right eye, left eye, nose tip,

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from fer_export.cli import EXIT_USAGE
 from fer_export.cli.export import main
 from fer_export.export import open_artifact
-from fer_export.export.flip import FIRST_PASS, SOURCE_PARITY, UNCERTAIN, add_uncertain_flip, mix
+from fer_export.export.flip import FIRST_PASS, add_uncertain_flip, mix
+from fer_export.spec import META_SOURCE_PARITY, UNCERTAIN
 from fer_export.spec import META_FLIP_BELOW, META_PARITY, META_TTA
 
 
@@ -70,7 +71,7 @@ def test_added_to_an_onnx_file(exported, tmp_path, flip_below, expect):
     np.testing.assert_allclose(logits_of(out, batch), want, atol=1e-5)
     assert logits_of(out, batch[:0]).shape == (0, 7)
     meta = open_artifact(out).metadata
-    assert json.loads(meta[META_PARITY])["passed"] and json.loads(meta[SOURCE_PARITY])["passed"]
+    assert json.loads(meta[META_PARITY])["passed"] and json.loads(meta[META_SOURCE_PARITY])["passed"]
 
 
 def test_default_name_and_threshold(exported):
@@ -144,7 +145,7 @@ def test_the_bundled_fast_model_mirrors_exactly_its_unsure_faces(fer2013, tmp_pa
     path = BUNDLED_MODELS["fast"]["cpu"]
     clf = EmotionClassifier(path, provider="cpu")
     assert clf.metadata[META_TTA] == UNCERTAIN and float(clf.metadata[META_FLIP_BELOW]) == 0.6
-    judged = json.loads(clf.metadata[SOURCE_PARITY])["judged"][0]  # the int8 gate of the plain file
+    judged = json.loads(clf.metadata[META_SOURCE_PARITY])["judged"][0]  # the int8 gate of the plain file
     assert judged["passed"] and judged["eval_images"] == 3589
     first = tmp_path / "first.onnx"
     onnx.utils.extract_model(str(path), str(first), ["input"], [FIRST_PASS])

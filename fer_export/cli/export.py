@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from ..export.artifact import TTA_MODES
-from ..export.flip import FLIP_BELOW, UNCERTAIN
+from ..export.flip import FLIP_BELOW
+from ..spec import TTA_MODES, UNCERTAIN
 from ..folders import check_outputs, write_file
 from . import EXIT_FAILED, EXIT_OK, FiniteFloat, exit_with, library_errors
 

@@ -14,13 +14,12 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ArtifactError, SpecError
-from .flip import UNCERTAIN
-from ..spec import (INPUT_NORMALIZED, META_FLIP_BELOW, META_INPUT, META_PARITY, META_PRECISION, META_SOURCE_SHA256,
-                    META_SPEC, META_TTA, META_VERSION, ModelSpec)
+from ..spec import (INPUT_NORMALIZED, META_FLIP_BELOW, META_INPUT, META_PARITY, META_PRECISION, META_PROBE,
+                    META_SOURCE_PARITY, META_SOURCE_SHA256, META_SPEC, META_TTA, META_VERSION, ModelSpec)
 
 #: Every metadata key an artifact may carry (TorchScript needs the names to read extra files back).
 METADATA_KEYS = (META_SPEC, META_VERSION, META_SOURCE_SHA256, META_INPUT, META_TTA, META_FLIP_BELOW, META_PRECISION,
-                 META_PARITY)
+                 META_PARITY, META_SOURCE_PARITY, META_PROBE)
 
 
 @dataclass
@@ -50,11 +49,6 @@ class Artifact:
         return self.metadata.get(META_PRECISION, "fp32")
 
 
-#: What ``tta`` accepts: "none", "hflip" (average over the image and its mirror, inside the graph),
-#: "tencrop" (four corner crops and the centre crop, and their mirrors; see ``preprocessing.ViewAverage``)
-#: or "hflip-uncertain" (ONNX only: the mirror too for the faces whose top probability is below a
-#: threshold; see :mod:`.flip`).
-TTA_MODES = ("none", "hflip", "tencrop", UNCERTAIN)
 
 
 def build_metadata(spec: ModelSpec, source_sha256: str, *, input_format: str = INPUT_NORMALIZED,

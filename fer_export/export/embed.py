@@ -23,7 +23,8 @@ from ..errors import ArtifactError, ExportError
 from ..spec import META_INPUT, META_PARITY, ModelSpec
 from ..spec import INPUT_NORMALIZED, INPUT_UINT8
 from ..folders import check_outputs
-from . import ExportResult, check_suffix, gate_outputs, settle, sibling, temp_beside, write_artifact
+from .formats import check_suffix, sibling
+from .gate import ExportResult, gate_outputs, settle, temp_beside, write_artifact
 from .onnx import MIN_OPSET, _set_props, load_onnx, stamp_onnx
 
 PREFIX = "fer_preprocess/"  # names of the composed nodes and tensors, clear of the exporter's own

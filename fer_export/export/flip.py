@@ -22,18 +22,13 @@ import numpy as np
 
 from ..errors import ExportError
 from ..runtime import softmax
-from ..spec import META_FLIP_BELOW, META_TTA
-
-#: The ``tta`` mode name.
-UNCERTAIN = "hflip-uncertain"
+from ..spec import META_FLIP_BELOW, META_TTA, UNCERTAIN
 #: The default threshold on the top probability: chosen for the bundled fast model on the training
 #: images (``python -m training.flip_threshold``: the lowest threshold in steps of 0.05 whose accuracy
 #: there is within 0.05 points of mirroring every face).
 FLIP_BELOW = 0.6
 #: The tensor holding the first pass's logits (every row, before any is mirrored).
 FIRST_PASS = "plain/logits"
-#: The metadata key that keeps the source file's parity record (its own gate) in the flip file.
-SOURCE_PARITY = "fer_export.source_parity"
 #: Prefixes of the tensors the rewrite adds: the mirrored copy of the network, and the selection.
 _COPY, _SEL = "flip/", "flip_select/"
 

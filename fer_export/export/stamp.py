@@ -1,47 +1,61 @@
-"""The self-check's probe, made where a file is made: the bundled probe faces through the file's
-reference. :mod:`fer_export.probe` checks it where the file runs."""
+"""``fer-export stamp``: a copy of an ONNX file with a new self-check probe (:mod:`fer_export.probe`)."""
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from ..probe import TOLERANCE, Probe, probe_faces
-from ..runtime import EmotionClassifier, softmax
-from ..spec import META_FLIP_BELOW, META_PRECISION, META_TTA
-from .flip import FIRST_PASS, UNCERTAIN
-
-#: A file that mirrors its unsure faces (``hflip-uncertain``) leaves out of its probe the faces whose
-#: first-pass top probability is this close to its threshold: the last digits that kernels may change
-#: there would decide whether the face is mirrored, and move its answer by far more than a tolerance.
-FLIP_MARGIN = 0.02
+from ..errors import ExportError
+from ..folders import check_outputs
+from ..spec import META_PROBE
+from .formats import FORMATS, check_suffix, open_artifact, sibling
+from .gate import temp_beside, write_artifact
+from .probes import make_probe
 
 
-def make_probe(path: str | Path) -> Probe:
-    """The probe for the ONNX file at ``path``: the bundled faces through the file's reference (an
-    int8 file's literal run), on the CPU."""
-    clf = EmotionClassifier(path, "cpu", self_check=False, literal=True)
-    precision = "int8" if clf.metadata.get(META_PRECISION) == "int8" else "fp32"
-    faces = probe_faces()
-    if clf.metadata.get(META_TTA) == UNCERTAIN:
-        faces = faces[~_near_threshold(path, clf, faces, float(clf.metadata[META_FLIP_BELOW]))]
-    return Probe(faces, clf.predict(list(faces)), "int8 literal" if precision == "int8" else "fp32",
-                 TOLERANCE[precision])
+@dataclass
+class StampResult:
+    """``fer-export stamp``: a copy of a model file with a new self-check probe, checked on this machine."""
+
+    path: Path
+    check: Any  # probe.SelfCheck of the written file, as this machine serves it
+
+    @property
+    def passed(self) -> bool:
+        return self.check.passed
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "passed": self.passed, "self_check": self.check.to_dict()}
+
+    def summary(self) -> str:
+        return f"stamped {self.path}\n  {self.check.line()}"
 
 
-def _near_threshold(path, clf, faces: np.ndarray, flip_below: float) -> np.ndarray:
-    """Which ``faces`` a flip file's first pass (literal) gives a top probability within FLIP_MARGIN of ``flip_below``."""
-    import onnx
-    import onnxruntime as ort
+def stamp_probe(model: str | Path, output: str | Path | None = None) -> StampResult:
+    """Write ``model`` (an ONNX file fer-export wrote) to ``output`` (default ``NAME.stamped.onnx``) with a
+    new self-check probe (:mod:`fer_export.probe`), computed by its reference: the file itself for fp32,
+    its literal run for int8, so it is right whichever CPU stamps it. Then check the copy as served."""
+    from ..probe import self_check
+    from ..runtime import EmotionClassifier
 
-    proto = onnx.load_model(str(path))
-    proto.graph.output.append(onnx.helper.make_tensor_value_info(FIRST_PASS, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    x = clf.prepare(list(faces))
-    if clf.raw:
-        first = np.concatenate([sess.run([FIRST_PASS], {sess.get_inputs()[0].name: g[None, None]})[0] for g in x])
-    else:
-        first = sess.run([FIRST_PASS], {sess.get_inputs()[0].name: x})[0]
-    return np.abs(softmax(first).max(axis=1) - flip_below) < FLIP_MARGIN
+    model = Path(model)
+    source = open_artifact(model)
+    if model.suffix.lower() != ".onnx":
+        raise ExportError(f"{model}: only ONNX files carry a self-check probe")
+    source.spec  # a file without fer-export's contract cannot be probed  # noqa: B018
+    final = Path(output) if output else sibling(model, "stamped")
+    if output:
+        check_suffix("onnx", final)
+    check_outputs([("the model", model)], [("the stamped model", final)])
+    tmp = temp_beside(final)
+
+    def write():
+        import shutil
+
+        shutil.copyfile(model, tmp)
+        FORMATS["onnx"].stamp(tmp, {**source.metadata, META_PROBE: make_probe(tmp).to_json()})
+        os.replace(tmp, final)
+
+    write_artifact(write, tmp, final)
+    return StampResult(final, self_check(EmotionClassifier(final, "cpu", self_check=False)))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..parity import ParityReport, check_model
 from ..spec import META_SOURCE_SHA256, META_TTA
-from . import open_artifact, reference_model
+from .checkpoint import reference_model
+from .formats import open_artifact
 from .flip import threshold_of
 
 
