@@ -182,7 +182,7 @@ def test_int8_from_an_exported_onnx_file_is_gated_against_that_file(exported, fe
                                EmotionClassifier(fp32, "cpu").predict(faces), atol=INT8_PROB_ATOL)
     for extra in (["--tta", "hflip"], ["-o", tmp_path / "x.onnx"]):
         refused = cli("onnx", fp32, "--int8", "--calib", val, *extra)
-        assert refused.exit_code == EXIT_USAGE and "its int8 copy" in refused.output
+        assert refused.exit_code == EXIT_USAGE and "has its own command" in refused.output
 
 
 @pytest.mark.data
@@ -243,7 +243,7 @@ def test_bad_checkpoint_is_exit_2_naming_the_file(tmp_path, command):
 
 
 def test_every_command_has_help():
-    assert set(main.commands) == {"onnx", "torchscript", "all", "verify", "stamp", "requantize"}
+    assert set(main.commands) == {"onnx", "torchscript", "all", "verify", "stamp", "requantize", "int8", "flip", "embed"}
     for name, command in main.commands.items():
         result = cli(name, "--help")
         assert result.exit_code == 0 and len(command.help or "") > 30, name
@@ -296,3 +296,36 @@ def test_tencrop_tta_is_built_into_the_graph(tiny_ckpt, tmp_path):
     assert not np.allclose(got(batch), plain, atol=1e-3)  # the views do change the answer
     np.testing.assert_allclose(got(batch[:, :, ::-1].copy()), got(batch), atol=1e-4)
     assert cli("verify", out, "--against", tiny_ckpt).exit_code == 0
+
+
+def test_every_command_is_in_the_pipelines_table():
+    from fer_export.cli.export import PIPELINES, main
+
+    assert [name for name, *_ in PIPELINES] and {name for name, *_ in PIPELINES} == set(main.commands)
+    assert all(name in cli("--help").output for name, *_ in PIPELINES)
+
+
+@pytest.mark.data
+def test_made_from_an_onnx_file_each_by_its_own_command(exported, fer2013, tmp_path, monkeypatch):
+    """int8, flip and embed take an .onnx file and only their own options; the old `onnx MODEL.onnx` forms
+    still work and say which command replaces them."""
+    import shutil
+
+    from fer_export.export import quantize
+
+    monkeypatch.setattr(quantize, "CALIB_IMAGES", 32)
+    monkeypatch.setattr(quantize, "images_per_second", lambda path, spec, **options: 1.0)
+    fp32 = tmp_path / "m.onnx"
+    shutil.copy(exported["onnx"], fp32)
+    val = fer2013 / "val"
+    r = cli("int8", fp32, "--calib", val, "--eval-limit", 4, "--accept-drop")
+    assert r.exit_code == 0 and (tmp_path / "m.int8.onnx").is_file(), r.output
+    r = cli("flip", tmp_path / "m.int8.onnx", "--flip-below", 0.7)
+    assert r.exit_code == 0 and open_artifact(tmp_path / "m.int8.flip.onnx").metadata[META_TTA] == "hflip-uncertain"
+    r = cli("embed", fp32)
+    assert r.exit_code == 0 and open_artifact(tmp_path / "m.embed.onnx").input_format == "uint8", r.output
+    for command, option in (("int8", "--tta"), ("flip", "--calib"), ("embed", "--int8")):
+        refused = cli(command, fp32, option, "x")
+        assert refused.exit_code == 2 and "No such option" in refused.output
+    r = cli("onnx", fp32, "--with-preprocessing", "-o", tmp_path / "old.onnx")
+    assert r.exit_code == 0 and "deprecated" in r.output and "fer-export embed" in r.output, r.output

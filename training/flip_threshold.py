@@ -1,4 +1,4 @@
-"""Choose ``--flip-below`` for ``fer-export onnx MODEL.onnx --tta hflip-uncertain`` on training images.
+"""Choose ``--flip-below`` for ``fer-export flip MODEL.onnx`` on training images.
 
     python -m training.flip_threshold MODEL.onnx [--data ../shared/data/fer2013/train]
                                       [--limit-per-class N] [--within 0.05] [--json report.json]

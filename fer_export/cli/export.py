@@ -32,6 +32,36 @@ _onnx_tta = click.option("--tta", type=click.Choice(TTA_MODES), default="none", 
 _json = click.option("--json", "json_out", type=_path, help="Also write the report as JSON to this file.")
 
 
+def _calib(required: bool):
+    return click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path), required=required,
+                        help="Folder of real face images to calibrate int8 on (256 are sampled).")
+
+
+def _int8_judging(fn):
+    """The options that tune int8 calibration and judge its accuracy (``int8`` and ``onnx --int8``)."""
+    for option in reversed([
+        click.option("--calib-tries", type=click.IntRange(1, 16), default=1, show_default=True,
+                     help="Calibrate int8 on this many samples of --calib and keep the copy whose probabilities are "
+                          "closest to fp32's on 256 other --calib images (MinMax calibration is sensitive to its "
+                          "sample)."),
+        click.option("--eval-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     help="Labelled folder (<emotion>/*.jpg) to judge int8 accuracy on. Default: --calib."),
+        click.option("--eval-limit", type=click.IntRange(min=1), help="Use at most this many images per class of "
+                                                                      "--eval-data."),
+        click.option("--max-drop", type=FiniteFloat(min=0), help="Largest accepted int8 accuracy drop in points, 0 or "
+                                                                 "more (default 1.0)."),
+        click.option("--accept-drop", is_flag=True, help="Keep the int8 model even if its accuracy drops more."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _deprecated(old: str, new: str) -> None:
+    from . import echo_err
+
+    echo_err(f"deprecated: `fer-export onnx MODEL.onnx {old}` is `fer-export {new}`; the old form will go")
+
+
 def _batch(value: str):
     if value == "dynamic":
         return value
@@ -69,6 +99,19 @@ def _run(fn, *args, **kwargs):
         return exc.report
 
 
+#: What each command makes from what, and the library function that does it (a command calls one).
+PIPELINES = (
+    ("onnx", "checkpoint", "NAME.onnx (and NAME.int8.onnx with --int8)", "export.export (+ export_int8)"),
+    ("torchscript", "checkpoint", "NAME.pt", "export.export"),
+    ("all", "checkpoint", "NAME.onnx and NAME.pt", "export.export"),
+    ("int8", "fp32 .onnx", "NAME.int8.onnx", "export.export_int8"),
+    ("flip", ".onnx", "NAME.flip.onnx", "export.export_flip"),
+    ("embed", ".onnx", "NAME.embed.onnx", "export.embed.embed_onnx"),
+    ("requantize", "int8 .onnx", "NAME.7bit.onnx", "export.export_requantized"),
+    ("stamp", ".onnx", "NAME.stamped.onnx", "export.stamp_probe"),
+    ("verify", ".onnx or .pt", "a report", "export.verify.self_check_file / verify"),
+)
+
 HELP = """Export a checkpoint to ONNX or TorchScript behind a parity gate, and verify artifacts.
 
 Every export is checked against PyTorch before it is put in place: a failed artifact is kept as
@@ -78,16 +121,21 @@ would overwrite an input or cannot be written, a full disk), 130 interrupted.
 """
 
 
-@click.group(help=HELP)
+def _pipelines_table() -> str:
+    rows = [f"  {name:<12}{source:<13}{made}" for name, source, made, _ in PIPELINES]
+    return "\b\nCommands, what each takes and writes:\n" + "\n".join(rows)
+
+
+@click.group(help=HELP, epilog=_pipelines_table())
 @click.version_option(package_name="fer-export")
 def main():
     pass
 
 
 @main.command(help="Export CHECKPOINT to ONNX (outputs `logits` and `probs`; input `input`, float32 N,C,H,W). "
-                   "Writes CHECKPOINT's stem + .onnx unless -o is given. Given an .onnx file exported by "
-                   "fer-export and --with-preprocessing, writes its embeddable uint8-input graph (NAME.embed.onnx); "
-                   "given one and --int8 alone, its int8 copy NAME.int8.onnx, gated against the fp32 file itself.")
+                   "Writes CHECKPOINT's stem + .onnx unless -o is given. An .onnx file goes to the command of "
+                   "what is made from it: int8, flip or embed (the old forms `onnx MODEL.onnx --int8`, "
+                   "`--tta hflip-uncertain` and `--with-preprocessing` still work, deprecated).")
 @click.argument("checkpoint", type=_path)
 @click.option("-o", "--output", type=_path, help="Output .onnx path.")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18 or newer).")
@@ -96,18 +144,10 @@ def main():
 @click.option("--with-preprocessing", is_flag=True,
               help="Graph takes raw uint8 grayscale crops (N,1,H,W), any H,W from 2 to 8192 px, and resizes "
                    "and normalises inside: the one file to embed (Node.js, browsers; see examples/).")
-@click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx: static QDQ int8, calibrated on --calib.")
-@click.option("--calib", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of real face images to calibrate int8 on (256 are sampled).")
-@click.option("--calib-tries", type=click.IntRange(1, 16), default=1, show_default=True,
-              help="Calibrate int8 on this many samples of --calib and keep the copy whose probabilities are "
-                   "closest to fp32's on 256 other --calib images (MinMax calibration is sensitive to its sample).")
-@click.option("--eval-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Labelled folder (<emotion>/*.jpg) to judge int8 accuracy on. Default: --calib.")
-@click.option("--eval-limit", type=click.IntRange(min=1), help="Use at most this many images per class of --eval-data.")
-@click.option("--max-drop", type=FiniteFloat(min=0), help="Largest accepted int8 accuracy drop in points, 0 or more "
-                                                         "(default 1.0).")
-@click.option("--accept-drop", is_flag=True, help="Keep the int8 model even if its accuracy drops more.")
+@click.option("--int8", is_flag=True, help="Also write NAME.int8.onnx: static QDQ int8 with 7-bit weights, "
+                                           "calibrated on --calib (see `fer-export int8`).")
+@_calib(required=False)
+@_int8_judging
 @_onnx_tta
 @click.option("--flip-below", type=FiniteFloat(min=0), help=f"With --tta {UNCERTAIN}: mirror the faces whose top "
                                                              f"probability is below this, in (0, 1] (default {FLIP_BELOW}).")
@@ -124,7 +164,7 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, cali
         raise click.UsageError(f"--flip-below must be in (0, 1], got {flip_below}")
     if tta == UNCERTAIN and int8:
         raise click.UsageError(f"--tta {UNCERTAIN} is added to a finished file, after int8 calibration on the plain "
-                               f"graph: export with --int8 first, then fer-export onnx NAME.int8.onnx --tta {UNCERTAIN}")
+                               f"graph: export with --int8 first, then fer-export flip NAME.int8.onnx")
     if int8 and not calib:
         raise click.UsageError("--int8 needs --calib DIR (real face images to calibrate on)")
     int8_only = [name for name, given in (("--calib", calib), ("--eval-data", eval_data), ("--eval-limit", eval_limit),
@@ -138,15 +178,19 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, cali
         check_calib(calib, calib_tries)
     inputs = [("the model", checkpoint)]
     if checkpoint.suffix.lower() == ".onnx" and tta == UNCERTAIN:
+        _deprecated(f"--tta {UNCERTAIN}", "flip MODEL.onnx")
         _flip(checkpoint, output, with_preprocessing or batch != "dynamic" or opset != 18, flip_below, data, json_out)
         return
     if checkpoint.suffix.lower() == ".onnx":
         graph_options = tta != "none" or batch != "dynamic" or opset != 18  # these need a checkpoint
         if int8 and not (with_preprocessing or output or graph_options):
+            _deprecated("--int8", "int8 MODEL.onnx")
             _check_paths(inputs, [(sibling(checkpoint, "int8"), "the int8 model")], json_out)
             _finish([_run(export_int8, None, checkpoint, calib, eval_data=eval_data, data=data, max_drop_pp=max_drop,
                           accept_drop=accept_drop, limit_per_class=eval_limit, calib_tries=calib_tries)], json_out)
             return
+        if with_preprocessing:
+            _deprecated("--with-preprocessing", "embed MODEL.onnx")
         _embed(checkpoint, output, with_preprocessing, int8 or graph_options, data, json_out)
         return
     if int8 and (with_preprocessing or batch != "dynamic"):
@@ -166,7 +210,7 @@ def onnx(checkpoint, output, opset, batch, with_preprocessing, int8, calib, cali
 
 
 def _flip(model, output, other_options, flip_below, data, json_out):
-    """`fer-export onnx MODEL.onnx --tta hflip-uncertain`: a copy of an ONNX file that mirrors its uncertain faces."""
+    """`fer-export flip MODEL.onnx`: a copy of an ONNX file that mirrors its uncertain faces."""
     from ..export import check_suffix, export_flip, sibling
 
     if other_options:
@@ -181,18 +225,65 @@ def _flip(model, output, other_options, flip_below, data, json_out):
 
 
 def _embed(model, output, with_preprocessing, other_options, data, json_out):
-    """`fer-export onnx MODEL.onnx --with-preprocessing`: the embeddable uint8-input graph of an ONNX file."""
+    """`fer-export embed MODEL.onnx`: the embeddable uint8-input graph of an ONNX file."""
     from ..export import check_suffix
     from ..export.embed import embed_onnx, embed_path
 
     if not with_preprocessing or other_options:
-        raise click.UsageError(f"{model} is already ONNX: what can be added is its preprocessing "
-                               "(--with-preprocessing, with -o/--data/--json) or, alone, its int8 copy (--int8 "
-                               "--calib DIR, beside it); --tta/--batch/--opset take a checkpoint")
+        raise click.UsageError(f"{model} is already ONNX: what is made from it has its own command: fer-export int8, "
+                               "flip or embed MODEL.onnx; --tta/--batch/--opset take a checkpoint")
     _check_paths([("the model", model)], [(embed_path(model, output), "the embeddable model")], json_out)
     if output:
         check_suffix("onnx", output)
     _finish([_run(embed_onnx, model, output, data=data)], json_out)
+
+
+@main.command(help="Write the int8 copy of MODEL, an fp32 .onnx file exported by fer-export, beside it as "
+                   "NAME.int8.onnx: static QDQ with 7-bit weights (right on CPUs with and without VNNI), calibrated "
+                   "on --calib, gated against MODEL itself: parity, accuracy on --eval-data, and agreement with its "
+                   "own literal run.")
+@click.argument("model", type=_path)
+@_calib(required=True)
+@_int8_judging
+@_data
+@_json
+@library_errors
+def int8(model, calib, calib_tries, eval_data, eval_limit, max_drop, accept_drop, data, json_out):
+    from ..export import export_int8, sibling
+    from ..export.quantize import check_calib
+
+    check_calib(calib, calib_tries)
+    _check_paths([("the model", model)], [(sibling(model, "int8"), "the int8 model")], json_out)
+    _finish([_run(export_int8, None, model, calib, eval_data=eval_data, data=data, max_drop_pp=max_drop,
+                  accept_drop=accept_drop, limit_per_class=eval_limit, calib_tries=calib_tries)], json_out)
+
+
+@main.command(help=f"Write a copy of MODEL (an .onnx file fer-export wrote, fp32 or int8) that runs every face once and "
+                   f"again mirrored the faces whose top probability is below --flip-below, averaging both passes "
+                   f"({UNCERTAIN}). Writes NAME.flip.onnx unless -o is given.")
+@click.argument("model", type=_path)
+@click.option("-o", "--output", type=_path, help="Output .onnx path.")
+@click.option("--flip-below", type=FiniteFloat(min=0), default=FLIP_BELOW, show_default=True,
+              help="Mirror the faces whose top probability is below this, in (0, 1].")
+@_data
+@_json
+@library_errors
+def flip(model, output, flip_below, data, json_out):
+    if not 0 < flip_below <= 1:
+        raise click.UsageError(f"--flip-below must be in (0, 1], got {flip_below}")
+    _flip(model, output, False, flip_below, data, json_out)
+
+
+@main.command(help="Write MODEL (an .onnx file fer-export wrote) with its preprocessing inside: the graph takes raw "
+                   "uint8 grayscale crops (N,1,H,W) of any size from 2 to 8192 px and resizes and normalises them, "
+                   "the one file to embed (Node.js, browsers; see examples/). Writes NAME.embed.onnx unless -o is given.")
+@click.argument("model", type=_path)
+@click.option("-o", "--output", type=_path, help="Output .onnx path.")
+@_data
+@_json
+@library_errors
+def embed(model, output, data, json_out):
+    _embed(model, output, True, False, data, json_out)
 
 
 @main.command(help="Export CHECKPOINT to TorchScript (traced, frozen; returns logits). "

@@ -1,6 +1,6 @@
 """The embeddable artifact from an existing ONNX model: raw uint8 crops in, preprocessing inside.
 
-``fer-export onnx MODEL.onnx --with-preprocessing`` turns a normalised-input ONNX file (the bundled
+``fer-export embed MODEL.onnx`` turns a normalised-input ONNX file (the bundled
 model has no checkpoint beside it) into the one-file artifact a host embeds (Node.js, a browser,
 any onnxruntime): it composes, with ``onnx.compose``, the same preprocessing subgraph the PyTorch
 export traces (:class:`.preprocessing.WithPreprocessing`: Cast; antialiased bilinear Resize of the
@@ -136,7 +136,7 @@ def embed_onnx(source: str | Path, output: str | Path | None = None, *, data: st
     Raises :class:`ParityError` (the file is kept as ``NAME.failed.onnx``) when the check fails."""
     from ..errors import require
 
-    onnx = require("onnx", "train", "fer-export onnx MODEL.onnx --with-preprocessing")
+    onnx = require("onnx", "train", "fer-export embed MODEL.onnx")
     from ..parity import compare, input_sets, tolerance_for
 
     source = Path(source)

@@ -34,7 +34,7 @@ def int8_problems(source: Artifact) -> list[str]:
         problems.append("it has not passed its parity check; export the fp32 model first (fer-export onnx)")
     if source.metadata.get(META_TTA) == UNCERTAIN:
         problems.append(f"it mirrors uncertain faces in a second pass ({UNCERTAIN}); make the int8 copy of the plain "
-                        f"export, then add the flip to it (fer-export onnx NAME.int8.onnx --tta {UNCERTAIN})")
+                        f"export, then add the flip to it (fer-export flip NAME.int8.onnx)")
     return problems
 
 
@@ -100,7 +100,7 @@ def export_requantized(model: str | Path, output: str | Path | None = None, *, e
     source = open_artifact(model)
     if model.suffix.lower() != ".onnx" or source.precision != "int8":
         raise ExportError(f"{model}: not an int8 ONNX file fer-export wrote; make an fp32 file's int8 copy with "
-                          "fer-export onnx MODEL.onnx --int8 --calib DIR")
+                          "fer-export int8 MODEL.onnx --calib DIR")
     final = Path(output) if output else sibling(model, "7bit")
     if output:
         check_suffix("onnx", final)
