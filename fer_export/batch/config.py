@@ -23,9 +23,8 @@ DETECTORS = ("auto", "yunet", "haar", "none")
 DET_SIZES = (640,)
 #: A picture (not a video frame) without a face found at DET_SIZES is searched again at this many times
 #: the scale, then (YuNet) halfway between, each as it is and mirrored, then turned by 30 degrees either
-#: way at 1x and halfway (faces.second_looks): on 7,178 PublicTest faces placed in 480x360 pictures
-#: (benchmarks/pictures.py), YuNet at threshold 0.7 found 95.3 % at 1x, 97.5 % with a look at 2x,
-#: 98.3 % with the four plain and mirrored looks, 99.5 % with the turned ones too.
+#: way at 1x and halfway (faces.second_looks): small, blurred and tilted faces are often found then.
+#: How many more faces each look finds: benchmarks/README.md, "pictures.py".
 LOOK_AGAIN = 2.0
 #: Lowest YuNet score threshold accepted: below it, textures become "faces" by the hundred.
 MIN_DET_THRESHOLD = 0.1
@@ -36,10 +35,9 @@ MIN_DET_SIZE = 64
 CROPS = ("auto", "box")
 #: A face in a picture (not a video frame) cropped with the model's framing is also classified at
 #: (1 - CROP_SPREAD) and (1 + CROP_SPREAD) times the framed side, and the three answers averaged: no box
-#: rule predicts each training crop's framing, and FER2013's crops vary about YuNet's box by 22 % of
-#: their side (training.face_template's ``box_std``: 0.2173 of the box's side about a mean of 0.9846).
-#: On 7,058 PublicTest faces YuNet finds in pictures (benchmarks/pictures.py), 69.82 -> 70.56 %; video frames
-#: keep one crop (speed; a track is read over many frames).
+#: rule predicts each training crop's framing, and this is how much FER2013's crops vary about YuNet's
+#: box (training.face_template's ``box_std``, as a share of the box's side). Video frames keep one crop
+#: (speed; a track is read over many frames). What it gains: benchmarks/README.md, "Three views".
 CROP_SPREAD = 0.22
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity where the OS has one, else every CPU)."""

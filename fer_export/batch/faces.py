@@ -110,12 +110,9 @@ def second_looks(look_again: float, detector: str = "yunet") -> list[tuple[float
     """``(scale, mirrored, turn)`` of each look, in order, at a picture in which ``detector`` found
     nothing, as multiples of the first look's scale: ``look_again`` times, then (YuNet) halfway between
     1x and that, each as it is and mirrored, then (YuNet) turned by each of TURNS degrees at 1x and
-    halfway; none when ``look_again`` is 1. On 7,178 PublicTest faces placed in pictures
-    (benchmarks/pictures.py), YuNet's halfway and mirrored looks found a third of the faces that the
-    2x look missed, and no false face in 989 face-free pictures; the turned looks found 81 of the 120
-    faces all the others missed (most of them tilted heads; turned at 1x and 2x: 75, at a third more
-    cost). Haar gets the 2x look only: it has no score to threshold, and its extra looks doubled its
-    false faces (21 to 42 in 400 face-free pictures; benchmarks/README.md)."""
+    halfway; none when ``look_again`` is 1. Haar gets the enlarged look only: it has no score to
+    threshold, and its other looks added false faces in face-free pictures. What each look finds and
+    costs: benchmarks/README.md, "pictures.py" and "Turned looks"."""
     if look_again <= 1.0:
         return []
     if detector == "haar":

@@ -49,8 +49,7 @@ def model_threads(work: WorkConfig) -> int | None:
     """onnxruntime's intra-op threads: ``work.threads`` if set; with the Haar cascade, which runs on
     OpenCV's pool of every core and costs several times the model per frame, half the CPUs (at least
     one); else onnxruntime's default, every core: YuNet runs one thread per worker, and the model is
-    most of the work (on ``fer_woman2.mp4`` every core gave the accurate model 82-84 frames/s against
-    72-75 with half; on pictures, 117 against 80)."""
+    most of the work (how much faster every core was: benchmarks/README.md, "video_fps.py")."""
     if work.threads is not None or work.detector != "haar":
         return work.threads
     return max(1, usable_cpus() // 2)
