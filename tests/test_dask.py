@@ -222,3 +222,15 @@ def test_names_that_are_not_utf8_as_in_local_mode(tmp_path, threads_cluster, tin
     assert_same_rows(a, b)
     assert dask.return_code == 0 and list(read_results(b).source.unique()) == [f"{data}/bad\\xff.jpg",
                                                                               f"{data}/v\\xfe.mp4"]
+
+
+@pytest.mark.parametrize("bad", ["local:²", "local:٣", "local:0", "local:-1", "local:2.5"])
+def test_a_local_cluster_size_is_ascii_digits(bad):
+    """``str.isdigit`` accepts superscripts and other scripts' digits that ``int`` refuses: one InputError."""
+    from fer_export.batch.dask import local_workers
+    from fer_export.batch.config import usable_cpus
+    from fer_export.errors import InputError
+
+    with pytest.raises(InputError, match="local:N"):
+        local_workers(bad)
+    assert local_workers("local") == usable_cpus() and local_workers("local:3") == 3

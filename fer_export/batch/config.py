@@ -45,7 +45,7 @@ def usable_cpus() -> int:
 
 
 #: Decode/detect threads of the local runner.
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+DEFAULT_WORKERS = min(4, usable_cpus())
 
 
 @dataclass(frozen=True, kw_only=True)

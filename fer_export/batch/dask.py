@@ -25,7 +25,6 @@ the client once per task, so no row is lost or written twice, and ``--resume`` w
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 from collections import defaultdict
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import FerExportError, InputError, require
-from .config import BatchConfig, WorkConfig
+from .config import BatchConfig, WorkConfig, usable_cpus
 from .results import BatchReport
 from .sources import FrameRange, FrameSampler, Source, decode_error, open_video
 from .tracking import IouTracker
@@ -205,8 +204,8 @@ def local_workers(cluster: str) -> int | None:
     if name != "local":
         return None
     if not n:
-        return os.cpu_count() or 1
-    if not n.isdigit() or int(n) < 1:
+        return usable_cpus()
+    if not (n.isascii() and n.isdigit()) or int(n) < 1:
         raise InputError(f"--dask takes local or local:N with N >= 1 workers, got {cluster!r}")
     return int(n)
 
@@ -226,7 +225,7 @@ def connect(cluster: str):
         with client:
             yield client, None
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, usable_cpus() // workers)
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as lc, distributed.Client(lc) as client:
         yield client, threads
