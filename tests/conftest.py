@@ -58,7 +58,10 @@ def small_face(photos):
 
 @pytest.fixture(scope="session")
 def yunet_model() -> Path:
-    return shared("models", "face_detection_yunet_2026may.onnx")
+    """The YuNet file fer-export ships (the shared data's copy where an install lacks it)."""
+    from fer_export.batch.faces import BUNDLED_YUNET
+
+    return BUNDLED_YUNET if BUNDLED_YUNET.is_file() else shared("models", BUNDLED_YUNET.name)
 
 
 #: Prefix for `python -c`: any later `import torch` / `import torchvision` raises ImportError.
