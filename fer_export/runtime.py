@@ -156,8 +156,8 @@ def _variant(provider: str) -> str:
 def _face_list(faces, caller: str = "predict") -> list:
     """``faces`` as a list of crops, or an InputError saying what ``caller`` (``predict``) was given instead."""
     if isinstance(faces, np.ndarray):
-        if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4)):
-            kind = "gray" if faces.ndim == 2 else "colour"
+        if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (1, 3, 4)):
+            kind = "gray" if faces.ndim == 2 or faces.shape[2] == 1 else "colour"
             raise InputError(f"{caller}() got one {kind} image of shape {faces.shape}; pass a list of faces: "
                              f"{caller}([face])")
         if faces.ndim not in (3, 4):
@@ -170,6 +170,18 @@ def _face_list(faces, caller: str = "predict") -> list:
         f"{type(faces).__name__} {faces!r}"[:80] + (" — read the file with cv2.imread first"
                                                     if isinstance(faces, (str, bytes, Path)) else ""))
     raise InputError(f"{caller}() needs a list of face images (uint8 HxW or HxWx3); got {what}")
+
+
+def _checked_faces(faces, caller: str = "predict") -> list:
+    """:func:`_face_list`, each face a non-empty uint8 image (H x W, H x W x 1, 3 or 4), else an InputError."""
+    faces = _face_list(faces, caller)
+    for i, face in enumerate(faces):
+        if not isinstance(face, np.ndarray) or face.dtype != np.uint8 or face.ndim not in (2, 3) or 0 in face.shape \
+                or (face.ndim == 3 and face.shape[2] not in (1, 3, 4)):
+            what = "None" if face is None else f"{type(face).__name__} {getattr(face, 'dtype', '')} {getattr(face, 'shape', '')}"
+            raise InputError(f"face {i} is {what}, not a uint8 image (H x W, or H x W x 1, 3 or 4); cv2.imread returns "
+                             "None for a missing or unreadable file: check that path")
+    return faces
 
 
 class SelfCheckWarning(UserWarning):
@@ -308,6 +320,10 @@ class EmotionClassifier:
 
     def _probabilities(self, x: np.ndarray) -> np.ndarray:
         out = self._run(self._probs or self._logits, x)
+        if not np.isfinite(out).all():
+            raise ArtifactError(f"{self.path}: the model gave non-finite outputs (NaN or infinity) for "
+                                f"{int((~np.isfinite(out)).any(axis=1).sum())} of {len(x)} faces; its weights or its "
+                                "spec's mean/std are broken: re-export it with `fer-export onnx`")
         return out if self._probs else softmax(out)
 
     def _run(self, output: str, x: np.ndarray) -> np.ndarray:
@@ -352,7 +368,7 @@ class EmotionClassifier:
     def prepare(self, faces: Sequence[np.ndarray]):
         """What the graph takes for these crops: float (N, C, H, W), resized and normalised as the spec
         says; for graphs with preprocessing inside, the gray crops themselves (a list, any sizes)."""
-        faces = _face_list(faces, "prepare")
+        faces = _checked_faces(faces, "prepare")
         if self.raw:
             return [to_gray(f) for f in faces]
         return normalize(resize_batch(faces, self.spec), self.spec)
@@ -364,12 +380,7 @@ class EmotionClassifier:
         of equal-size crops. A single image is refused with an :class:`InputError` rather than guessed
         at: an (H, W) array would otherwise be H one-pixel-high faces, an (H, W, 3) one H faces of W x 3.
         """
-        faces = _face_list(faces)
-        for i, face in enumerate(faces):
-            if not isinstance(face, np.ndarray) or face.dtype != np.uint8 or face.ndim not in (2, 3) or 0 in face.shape:
-                what = "None" if face is None else f"{type(face).__name__} {getattr(face, 'dtype', '')} {getattr(face, 'shape', '')}"
-                raise InputError(f"face {i} is {what}, not a uint8 image (H x W or H x W x 3); cv2.imread returns None "
-                                 "for a missing or unreadable file: check that path")
+        faces = _checked_faces(faces)
         if not faces:
             return np.zeros((0, self.spec.num_classes), dtype=np.float32)
         if self.raw:

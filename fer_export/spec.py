@@ -31,6 +31,16 @@ ARCHITECTURES = ("resnet18", "resnet18_s1", "resnet18_half", "resnet10")
 
 SPEC_VERSION = 1
 
+#: Bounds on what a model file's spec may say (the file is input too): labels become CSV columns and
+#: cells, so they are short printable text that a spreadsheet cannot read as a formula; mean and std
+#: keep the normalised input finite; the JSON is read only up to MAX_SPEC_CHARS.
+MAX_LABELS = 1000
+MAX_LABEL_CHARS = 64
+FORMULA_STARTS = ("=", "+", "-", "@")
+MAX_NORM = 1e6
+MIN_STD = 1e-6
+MAX_SPEC_CHARS = 1_000_000
+
 #: Largest input side (px) a spec may ask for: a 1024x1024 ResNet18 input already needs gigabytes at
 #: batch 32; a crafted file asking for 20000 px would exhaust memory instead of failing cleanly.
 MAX_INPUT_SIZE = 1024
@@ -192,10 +202,14 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
+        if isinstance(text, str) and len(text) > MAX_SPEC_CHARS:
+            raise SpecError(f"model spec is {len(text)} characters long, more than {MAX_SPEC_CHARS}")
         try:
             data = json.loads(text)
         except (TypeError, json.JSONDecodeError) as exc:
             raise SpecError(f"model spec is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise SpecError("model spec is JSON nested too deep to be a spec") from None
         return cls.from_dict(data)
 
     def replace(self, **changes) -> "ModelSpec":
@@ -206,10 +220,14 @@ def _problems(spec: ModelSpec) -> list[str]:
     p = []
     if spec.arch not in ARCHITECTURES:
         p.append(f"arch {spec.arch!r} is not one of {ARCHITECTURES}")
-    if not isinstance(spec.labels, (tuple, list)) or len(spec.labels) < 2 or not all(isinstance(x, str) and x for x in spec.labels):
-        p.append(f"labels must be two or more non-empty strings, got {spec.labels!r}")
+    if not isinstance(spec.labels, (tuple, list)) or not 2 <= len(spec.labels) <= MAX_LABELS \
+            or not all(isinstance(x, str) and x for x in spec.labels):
+        p.append(f"labels must be 2 to {MAX_LABELS} non-empty strings, got {_short(spec.labels)}")
+    elif bad := [x for x in spec.labels if len(x) > MAX_LABEL_CHARS or not x.isprintable() or x.startswith(FORMULA_STARTS)]:
+        p.append(f"labels must be printable text of at most {MAX_LABEL_CHARS} characters, not starting with "
+                 f"{' '.join(FORMULA_STARTS)}; got {_short(bad)}")
     elif len(set(spec.labels)) != len(spec.labels):
-        p.append(f"labels must be unique, got {spec.labels!r}")
+        p.append(f"labels must be unique, got {_short(spec.labels)}")
     if len(spec.input_size) != 2 or not all(isinstance(v, int) and 16 <= v <= MAX_INPUT_SIZE for v in spec.input_size):
         p.append(f"input_size must be (height, width) of 16 to {MAX_INPUT_SIZE} px, got {spec.input_size!r}")
     if spec.channels not in (1, 3):
@@ -218,8 +236,8 @@ def _problems(spec: ModelSpec) -> list[str]:
         p.append(f"mean and std need one value per channel ({spec.channels}), got {spec.mean!r}, {spec.std!r}")
     if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in (*spec.mean, *spec.std)):
         p.append(f"mean and std must be finite numbers, got {spec.mean!r}, {spec.std!r}")
-    elif any(s <= 0 for s in spec.std):
-        p.append(f"std must be positive, got {spec.std!r}")
+    elif any(not MIN_STD <= s <= MAX_NORM for s in spec.std) or any(abs(m) > MAX_NORM for m in spec.mean):
+        p.append(f"std must be {MIN_STD:g} to {MAX_NORM:g} and |mean| at most {MAX_NORM:g}, got {spec.mean!r}, {spec.std!r}")
     if spec.resize not in RESIZE_METHODS:
         p.append(f"resize {spec.resize!r} is not one of {RESIZE_METHODS}")
     if spec.framing is not None:
@@ -230,11 +248,21 @@ def _problems(spec: ModelSpec) -> list[str]:
             p.append(f"framing values must be finite numbers, got {f.to_dict()!r}")
         elif len(f.landmarks) != 2 * len(LANDMARKS) or not all(-1 <= v <= 2 for v in f.landmarks):
             p.append(f"framing landmarks must be {2 * len(LANDMARKS)} fractions of the crop side, got {f.landmarks!r}")
+        elif math.dist(f.landmarks[0:2], f.landmarks[2:4]) < 0.01:
+            p.append(f"framing landmarks must place the eyes apart, got {f.landmarks!r}")
         elif any(len(b) != 3 or not b[2] > 0 for b in (f.box, *(rule for _, rule in f.detector_boxes))):
             p.append(f"framing boxes must be (dx, dy, scale > 0), got {f.box!r} and {f.detector_boxes!r}")
         if isinstance(f, Framing) and f.size is not None and not 8 <= f.size <= 4096:
             p.append(f"framing size must be 8 to 4096 px, got {f.size!r}")
     return p
+
+
+def _short(values) -> str:
+    """``values`` for an error message: the first few, each cut short, escaped (no control characters)."""
+    if not isinstance(values, (list, tuple)):
+        return ascii(values)[:200]
+    shown = [ascii(v[:MAX_LABEL_CHARS]) if isinstance(v, str) else ascii(v)[:200] for v in values[:5]]
+    return "[" + ", ".join(shown) + (f", ... ({len(values)} in all)]" if len(values) > 5 else "]")
 
 
 #: The seed recipe's contract: what a checkpoint without a spec is taken to be.

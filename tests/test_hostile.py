@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import builtins
 import errno
+import json
 import os
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -483,3 +485,73 @@ def test_prepare_and_raw_calls_blame_the_input(clf):
             clf.predict_prepared(bad)
     good = clf.prepare([np.zeros((60, 50), np.uint8)])
     assert clf.predict_prepared(good).shape == (1, 7)
+
+
+# ---- a model file's metadata is input too -------------------------------------------------------
+
+HOSTILE_LABELS = ["sad\r", "sad\nhappy", "=HYPERLINK(1)", "+1", "-1", "@SUM(A1)", "x" * 65, "tab\there", "\x1b[2J"]
+
+
+@pytest.mark.parametrize("label", HOSTILE_LABELS, ids=ascii)
+def test_hostile_labels_are_refused_by_the_spec(label):
+    from fer_export.errors import SpecError
+    from fer_export.spec import FER2013_LABELS, ModelSpec
+
+    with pytest.raises(SpecError, match="labels must be") as info:
+        ModelSpec(labels=(*FER2013_LABELS[:6], label))
+    assert "\n" not in str(info.value) and "\r" not in str(info.value)
+
+
+@pytest.mark.parametrize("spec_json", [
+    "[" * 200_000 + "]" * 200_000,
+    '{"labels": [' + ", ".join(f'"l{i}"' for i in range(10_000)) + "]}",
+    '{"std": [1e-300]}', '{"mean": [1e300]}', '{"std": [1e300]}',
+    '{"framing": {"landmarks": [0.3, 0.4, 0.3, 0.4, 0.5, 0.6, 0.35, 0.8, 0.65, 0.8], "box": [0, 0, 1]}}',
+    "x" * 2_000_000,
+], ids=["deep", "10000 labels", "tiny std", "huge mean", "huge std", "eyes on one point", "2 MB"])
+def test_a_crafted_spec_is_one_line_and_fast(spec_json):
+    import time
+
+    from fer_export.errors import SpecError
+    from fer_export.spec import ModelSpec
+
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as info:
+        ModelSpec.from_json(spec_json)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 2_000
+    assert time.perf_counter() - start < 5  # a bound on a hang, not a speed target
+
+
+def test_a_model_with_a_hostile_label_is_refused_by_fer_batch(exported, tmp_path):
+    import shutil
+
+    from fer_export.cli.batch import main
+    from fer_export.export.onnx import stamp_onnx
+    from fer_export.spec import FER2013_LABELS, META_SPEC
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(exported["onnx"], model)
+    metadata = EmotionClassifier(model, "cpu").metadata
+    spec = json.loads(metadata[META_SPEC]) | {"labels": [*FER2013_LABELS[:6], "=cmd|' /C calc'!A0"]}
+    stamp_onnx(model, metadata | {META_SPEC: json.dumps(spec)})
+    face = tmp_path / "face.png"
+    cv2.imwrite(str(face), np.full((48, 48), 128, np.uint8))
+    refused(invoke(main, face, "--out", tmp_path / "r.csv", "--model", model), "m.onnx", "labels")
+    assert not (tmp_path / "r.csv").exists()
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 0), np.uint8), np.zeros((48, 0), np.uint8), np.zeros((48, 48, 2), np.uint8),
+                                 np.zeros((48, 48), np.float32)], ids=["0x0", "48x0", "2 channels", "float"])
+def test_prepare_refuses_what_predict_refuses(bad):
+    clf = EmotionClassifier("fast", "cpu")
+    for call in (clf.prepare, clf.predict):
+        with pytest.raises(InputError, match="face 0"):
+            call([bad])
+
+
+def test_a_one_channel_face_is_gray_and_a_single_one_is_refused():
+    clf = EmotionClassifier("fast", "cpu")
+    face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
+    np.testing.assert_array_equal(clf.predict([face[:, :, None]]), clf.predict([face]))
+    with pytest.raises(InputError, match="one gray image"):
+        clf.predict(face[:, :, None])  # one (H, W, 1) image, not H faces of W x 1
