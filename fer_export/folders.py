@@ -105,6 +105,12 @@ def cannot_write(path: str | Path, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {os_error_reason(exc)}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_file(path: str | Path, data: bytes | memoryview | str, atomic: bool = True) -> Path:
     """Write ``data`` to ``path`` (its folder created). ``atomic``: whole, through a unique temporary file in
     the same folder renamed into place, so a failed write leaves the previous file (a device such as
@@ -122,6 +128,7 @@ def write_file(path: str | Path, data: bytes | memoryview | str, atomic: bool = 
             return path
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         tmp = Path(name)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make a summary private where the CSV is not
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()

@@ -555,3 +555,55 @@ def test_a_one_channel_face_is_gray_and_a_single_one_is_refused():
     np.testing.assert_array_equal(clf.predict([face[:, :, None]]), clf.predict([face]))
     with pytest.raises(InputError, match="one gray image"):
         clf.predict(face[:, :, None])  # one (H, W, 1) image, not H faces of W x 1
+
+
+# ---- files fer-batch writes beside its results -----------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".lock", ".progress"])
+@pytest.mark.parametrize("kind", ["link to a file", "dangling link", "fifo"])
+def test_the_lock_and_journal_are_never_written_through_a_link_or_into_a_fifo(tmp_path, suffix, kind):
+    from fer_export.batch.results import ResultsWriter
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "o.csv"
+    planted = Path(str(out) + suffix)
+    if kind == "fifo":
+        os.mkfifo(planted)
+    else:
+        planted.symlink_to(victim if kind == "link to a file" else tmp_path / "nowhere")
+    with pytest.raises(OutputError, match="symbolic link|not a regular file") as info:
+        ResultsWriter(out, ["source", "status"], run={"model": "m"}).close()
+    assert "\n" not in str(info.value)
+    assert victim.read_text() == "keep me" and not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("journal", [b"", b'{"source": "a.jpg", "status": "ok", "end": 30}\n',
+                                     b'{"run": {"model": "m"}}\n{"source": "a.jpg", "key": ["x"], "status": "ok", "end": 30}\n',
+                                     b'{"run": {"model": "m"}}\n{"source": "a.jpg", "status": "ok", "end": true}\n'],
+                         ids=["emptied", "no settings line", "list key", "bool end"])
+def test_a_journal_without_settings_or_with_a_bad_entry_never_mixes_runs(tmp_path, journal):
+    from fer_export.batch.results import ResultsWriter, journal_path
+
+    out = tmp_path / "o.csv"
+    out.write_bytes(b"source,status\na.jpg,ok\n")
+    journal_path(out).write_bytes(journal)
+    if b'"run"' not in journal:
+        with pytest.raises(InputError, match="settings") as info:
+            ResultsWriter(out, ["source", "status"], resume=True, run={"model": "other"})
+        assert "\n" not in str(info.value)
+        return
+    writer = ResultsWriter(out, ["source", "status"], resume=True, run={"model": "m"})
+    writer.close()
+    assert writer.done == {}  # the damaged entry and what follows are done again, never a TypeError
+
+
+def test_the_summary_gets_the_permissions_the_csv_gets(tmp_path):
+    from fer_export.folders import write_file
+
+    mask = os.umask(0o022)
+    try:
+        write_file(tmp_path / "s.csv", "a,b\n")
+        assert (tmp_path / "s.csv").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)

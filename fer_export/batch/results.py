@@ -15,9 +15,11 @@ settings differ. One process at a time writes a results file: it holds a lock on
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -98,13 +100,39 @@ def lock_path(results: str | Path) -> Path:
     return Path(str(results) + ".lock")
 
 
+def _open_own(path: Path, flags: int) -> int:
+    """``os.open`` of a file fer-batch writes beside the results (its lock, its journal), never through a
+    link to another file and never into a FIFO or device: such a file in its place is an OutputError."""
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or path.is_symlink():
+            raise OutputError(f"{printable(str(path))} is a symbolic link; fer-batch writes this file itself and "
+                              "never through a link: remove it, or choose another --out") from None
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader, a socket
+            raise OutputError(f"{printable(str(path))} is not a regular file (a FIFO or a socket); fer-batch writes "
+                              "this file itself: remove it, or choose another --out") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"{printable(str(path))} is not a regular file (a FIFO, a device or a folder); fer-batch "
+                          "writes this file itself: remove it, or choose another --out")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _own(path: str, flags: int) -> int:
+    """:func:`_open_own` as ``open()``'s opener."""
+    return _open_own(Path(path), flags)
+
+
 def _lock(results: Path) -> int | None:
     """Hold the lock of ``results`` (an open descriptor), or raise naming the process that holds it."""
     try:
         import fcntl
     except ImportError:  # not on POSIX: no lock
         return None
-    fd = os.open(lock_path(results), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_own(lock_path(results), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -143,12 +171,13 @@ class ResultsWriter:
                     end = self._recover(head, run)
                 else:
                     self.path.write_bytes(head)
-                    self.journal.write_bytes(b"" if run is None else _journal_line({"run": run}))
+                    with open(self.journal, "wb", opener=_own) as f:
+                        f.write(b"" if run is None else _journal_line({"run": run}))
                     end = len(head)
                 self._csv = open(self.path, "r+b")
                 self._csv.truncate(end)
                 self._csv.seek(end)
-                self._log = open(self.journal, "ab")
+                self._log = open(self.journal, "ab", opener=_own)
                 _fsync(self._csv)
             except BaseException:
                 self.close()
@@ -166,9 +195,13 @@ class ResultsWriter:
         if first != head:
             raise InputError(f"cannot resume {self.path}: its header differs from this model's columns "
                              f"({first.decode(errors='replace').strip()!r}); use another --out or --overwrite")
+        os.close(_open_own(self.journal, os.O_RDONLY))  # not through a link, not a FIFO
         end, good = len(head), 0
-        for k, line in enumerate(self.journal.read_bytes().splitlines(keepends=True)):
+        for k, line in enumerate(self.journal.read_bytes().splitlines(keepends=True) or [b""]):
             entry = _journal_entry(line)
+            if k == 0 and run is not None and (entry is None or "run" not in entry):
+                raise InputError(f"cannot resume {self.path}: its journal {self.journal} does not begin with the "
+                                 "run's settings, so they cannot be checked; rerun with --overwrite")
             if entry is None:
                 break  # a torn or damaged line: the journal ends here, what follows is done again
             if k == 0 and "run" in entry:
@@ -238,7 +271,8 @@ def _journal_entry(line: bytes) -> dict | None:
     if "run" in entry:
         return entry if isinstance(entry["run"], dict) else None
     ok = (isinstance(entry.get("source"), str) and entry.get("status") in STATUSES
-          and isinstance(entry.get("end"), int) and entry["end"] > 0)
+          and isinstance(entry.get("end"), int) and not isinstance(entry["end"], bool) and entry["end"] > 0
+          and isinstance(entry.get("key", ""), str))
     return entry if ok else None
 
 
