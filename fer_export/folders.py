@@ -105,10 +105,24 @@ def cannot_write(path: str | Path, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {os_error_reason(exc)}")
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and back): the mode a new file gets is 0o666 & ~it."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def temp_file_beside(final: Path) -> Path:
+    """A new empty file in ``final``'s folder (made if missing) to write ``final`` into before renaming it
+    into place: a unique name (never an input's), ``final``'s suffix, the permissions a new file gets."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stem = os.fsencode(final.stem)[:64].decode(errors="ignore")  # a name at the length limit leaves no room
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{stem}.", suffix=f".tmp{final.suffix[:16]}")
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
+    return Path(name)
 
 
 def write_file(path: str | Path, data: bytes | memoryview | str, atomic: bool = True) -> Path:
@@ -126,9 +140,10 @@ def write_file(path: str | Path, data: bytes | memoryview | str, atomic: bool = 
             with open(path, "wb") as f:
                 f.write(raw)
             return path
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        stem = os.fsencode(path.name)[:64].decode(errors="ignore")  # a name at the length limit leaves no room
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=".tmp")
         tmp = Path(name)
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make a summary private where the CSV is not
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would make a summary private where the CSV is not
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()

@@ -607,3 +607,38 @@ def test_the_summary_gets_the_permissions_the_csv_gets(tmp_path):
         assert (tmp_path / "s.csv").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(mask)
+
+
+def _face_folder(root: Path, *names: str) -> Path:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / name), np.random.default_rng(len(name)).integers(0, 256, (120, 120), dtype=np.uint8))
+    return root
+
+
+def test_an_annotated_copy_replaces_a_hard_link_instead_of_drawing_on_the_input(tmp_path):
+    from fer_export.cli.batch import main
+
+    inputs = _face_folder(tmp_path / "in", "a.png")
+    before = (inputs / "a.png").read_bytes()
+    (tmp_path / "annot" / "in").mkdir(parents=True)  # a copy keeps its input folder's name
+    os.link(inputs / "a.png", tmp_path / "annot" / "in" / "a.png")
+    res = invoke(main, inputs, "--out", tmp_path / "r.csv", "--model", "fast", "--detector", "none",
+                 "--annotate", tmp_path / "annot", "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert (inputs / "a.png").read_bytes() == before
+    assert not os.path.samefile(inputs / "a.png", tmp_path / "annot" / "in" / "a.png")
+
+
+def test_an_annotated_copy_never_leaves_its_folder_through_a_linked_folder(tmp_path):
+    from fer_export.cli.batch import main
+
+    inputs = _face_folder(tmp_path / "in", "sub/b.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "annot").mkdir()
+    (tmp_path / "annot" / "in").symlink_to(elsewhere, target_is_directory=True)
+    res = invoke(main, inputs, "--out", tmp_path / "r.csv", "--model", "fast", "--detector", "none",
+                 "--annotate", tmp_path / "annot")
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert list(elsewhere.iterdir()) == []

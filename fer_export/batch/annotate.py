@@ -7,6 +7,7 @@ imported only here).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path, PurePath
 from typing import Sequence
@@ -14,7 +15,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..errors import DependencyError, InputError
+from ..errors import DependencyError, InputError, OutputError
+from ..folders import is_inside, temp_file_beside, write_file
 from ..preprocess import read_color
 from .results import labels_of, read_results
 from .sources import Source, open_video
@@ -37,6 +39,24 @@ def output_path(out_dir: str | Path, name: str) -> Path:
     tail = "~" + hashlib.sha256(os.fsencode(path.name)).hexdigest()[:12] + path.suffix
     head = os.fsencode(path.stem)[:NAME_MAX - len(tail.encode())].decode("utf-8", "ignore")
     return path.with_name(head + tail)
+
+
+def new_file_in(out_dir: str | Path, name: str) -> Path:
+    """:func:`output_path`, its folder made, refused (OutputError) when a symbolic link among the folders
+    would take it outside ``out_dir``. The file is then written new (a temporary file renamed into place),
+    so a link or a hard link already at that name is replaced, never written through."""
+    out = output_path(out_dir, name)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    _check_inside(next(p for p in out.parents if p.exists()), out_dir)  # before a folder is made through a link
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_inside(out.parent, out_dir)
+    return out
+
+
+def _check_inside(folder: Path, out_dir: str | Path) -> None:
+    if not is_inside(folder, out_dir):
+        raise OutputError(f"{folder} leads outside {out_dir} through a symbolic link; fer-batch writes its copies "
+                          "only inside that folder: remove the link")
 
 
 def draw_faces(image: np.ndarray, rows) -> np.ndarray:
@@ -74,20 +94,18 @@ def annotate_sources(results: str | Path, sources: Sequence[Source], out_dir: st
 
 
 def _annotate_image(src: Source, rows, out_dir) -> Path:
-    out = output_path(out_dir, src.out_name)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = new_file_in(out_dir, src.out_name)
     ok, buf = cv2.imencode(out.suffix, draw_faces(read_color(src.path), rows))
     if not ok:
         out = out.with_suffix(".png")
         ok, buf = cv2.imencode(".png", draw_faces(read_color(src.path), rows))
-    buf.tofile(str(out))
-    return out
+    return write_file(out, buf.tobytes())
 
 
 def _annotate_video(src: Source, rows, out_dir) -> Path:
     """Every frame, with the faces of the latest sampled frame drawn, as an MPEG-4 .mp4."""
-    out = output_path(out_dir, src.annotated_name)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = new_file_in(out_dir, src.annotated_name)
+    tmp = temp_file_beside(out)  # ends in .mp4, as VideoWriter picks the container by the suffix
     cap, fps, _ = open_video(src.path)
     per_frame = dict(tuple(rows[rows["frame"].notna()].groupby("frame")))
     writer, current, i = None, rows.iloc[:0], 0
@@ -97,15 +115,22 @@ def _annotate_video(src: Source, rows, out_dir) -> Path:
             if not ok:
                 break
             if writer is None:
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps or 25.0,
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps or 25.0,
                                          (frame.shape[1], frame.shape[0]))
             current = per_frame.get(float(i), current)
             writer.write(draw_faces(frame, current))
             i += 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         cap.release()
         if writer is not None:
             writer.release()
+    if writer is None:  # no frame could be read: nothing to write
+        tmp.unlink(missing_ok=True)
+        return out
+    os.replace(tmp, out)
     return out
 
 
@@ -134,8 +159,9 @@ def plot_videos(results: str | Path, out_dir: str | Path, sources: Sequence[Sour
                xlim=(0, max(per_frame.index.max(), 1e-3)), title=name)
         ax.legend(loc="upper right", ncol=len(labels), fontsize=8)
         fig.tight_layout()
-        out = output_path(out_dir, out_names.get(name, name) + ".png")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        FigureCanvasAgg(fig).print_png(str(out))
+        out = new_file_in(out_dir, out_names.get(name, name) + ".png")
+        png = io.BytesIO()
+        FigureCanvasAgg(fig).print_png(png)
+        write_file(out, png.getvalue())
         written.append(out)
     return written

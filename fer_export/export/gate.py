@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ParityError
-from ..folders import cannot_write
+from ..folders import cannot_write, temp_file_beside
 from ..spec import META_PARITY, META_PROBE, ModelSpec
 from .formats import FORMATS, sibling
 from .probes import make_probe
@@ -32,15 +31,9 @@ def temp_beside(final: Path) -> Path:
     unique name, so never an input's (``NAME.tmp<suffix>`` was the checkpoint ``w.tmp.pth`` for ``-o w.pth``),
     with the permissions a new file gets."""
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}")
-        os.close(fd)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(name, 0o666 & ~mask)
+        return temp_file_beside(final)
     except OSError as exc:
         raise cannot_write(final, exc) from exc
-    return Path(name)
 
 
 def write_artifact(write: Callable[[], Any], tmp: Path, final: Path) -> Any:
