@@ -642,3 +642,25 @@ def test_an_annotated_copy_never_leaves_its_folder_through_a_linked_folder(tmp_p
                  "--annotate", tmp_path / "annot")
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert list(elsewhere.iterdir()) == []
+
+
+def test_decoders_own_log_lines_never_reach_the_console(tmp_path):
+    """A truncated TIFF: OpenCV logs "[ERROR:0@0.2] global grfmt_tiff.cpp ..." and Pillow warns about its
+    EXIF on fd 2; fer-batch says what went wrong in the input's error row instead."""
+    from PIL import Image
+
+    from conftest import run_without_torch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200), dtype=np.uint8)).save(
+        folder / "whole.tif", compression="tiff_lzw")
+    data = (folder / "whole.tif").read_bytes()
+    (folder / "cut.tif").write_bytes(data[:len(data) // 2])
+    out = tmp_path / "r.csv"
+    r = run_without_torch("from fer_export.cli.batch import main; main()", str(folder), "--out", str(out),
+                          "--model", "fast", "--detector", "none", "--provider", "cpu", "--no-progress")
+    assert r.returncode == 1, r.stderr  # one input failed
+    assert "[ERROR" not in r.stderr and "[ WARN" not in r.stderr and "EXIF" not in r.stderr, r.stderr
+    rows = out.read_text().splitlines()
+    assert any("cut.tif" in row and ",error," in row for row in rows), rows

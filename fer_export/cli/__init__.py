@@ -64,9 +64,16 @@ def library_errors(fn):
     return wrapper
 
 
+_SHOW_WARNING = warnings.showwarning
+
+
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
-    """A library warning as one line on stderr (``warning: ...``), not Python's file-and-line form."""
-    echo_err(f"warning: {message}")
+    """fer-export's own warnings as one line on stderr (``warning: ...``), not Python's file-and-line
+    form; other packages' warnings as Python shows them."""
+    if issubclass(category, SelfCheckWarning):
+        echo_err(f"warning: {message}")
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
 class FiniteFloat(click.FloatRange):

@@ -30,6 +30,19 @@ Any YuNet file will do: one with the 2023+ outputs (cls_8 ... kps_32, e.g. the z
 """
 
 
+def _quiet_decoders() -> None:
+    """Silence what OpenCV and Pillow print about the inputs they decode ("[ERROR:0@0.2] global
+    grfmt_tiff.cpp ...", "Corrupt EXIF data"): fer-batch says what went wrong with an input in its
+    own words, in that input's error row. Done here, at the command's edge: a library must not change
+    the process's logging."""
+    import warnings
+
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+
+
 def _local_cluster(ctx, param, value: str | None) -> str | None:
     """--dask takes ``local`` or ``local:N``."""
     try:
@@ -117,6 +130,7 @@ def main(inputs, out, dask_cluster, scheduler, **options):
     """
     if dask_cluster and scheduler:
         raise UserError("use either --dask or --scheduler, not both")
+    _quiet_decoders()
     interrupted = f"the inputs finished so far are kept in {out}; rerun the same command with --resume"
     restore = None if dask_cluster or scheduler else _second_ctrl_c_exits(f"interrupted again, stopped at once: {interrupted}")
     try:
