@@ -20,7 +20,7 @@ from typing import Callable, NoReturn, Sequence
 
 import numpy as np
 
-from fer_export.cpu import cpu_info
+from fer_export.cpu import cpu_info, first_processor
 
 #: The shared data (FER2013 splits, photos, videos, models): ``$FER_SHARED_DATA``, else ``../shared/data``
 #: beside the checkout, as the tests read it.
@@ -48,19 +48,6 @@ BUSY_LOAD = 0.25  # 1-minute load average per CPU above which the machine counts
 
 # ---- the machine ---------------------------------------------------------------------------------
 
-def _cpuinfo() -> dict[str, str]:
-    """The first processor block of /proc/cpuinfo (empty off Linux)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    info = {}
-    for line in text.split("\n\n")[0].splitlines():
-        key, _, value = line.partition(":")
-        info[key.strip()] = value.strip()
-    return info
-
-
 def _clock(info: dict[str, str]) -> tuple[float | None, str]:
     """``(MHz, what it is)``: cpufreq's maximum when the kernel exposes it, else /proc/cpuinfo's value."""
     max_freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
@@ -81,7 +68,7 @@ def _version(package: str) -> str | None:
 
 def machine_info() -> dict:
     """CPU model, physical cores this process may use, clock, SIMD flags and library versions."""
-    info = _cpuinfo()
+    info = first_processor()
     flags = set(info.get("flags", "").split())
     logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     per_core = max(1, int(info.get("siblings", 1)) // max(1, int(info.get("cpu cores", 1))))

@@ -39,9 +39,8 @@ class CpuInfo:
         return f"{self.model} ({', '.join(self.features) or 'no AVX2'}{family})"
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> CpuInfo:
-    """This machine's CPU, read from ``/proc/cpuinfo`` where there is one (Linux), else from ``platform``."""
+def first_processor(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's block of ``/proc/cpuinfo`` as ``{field: value}`` (empty off Linux)."""
     fields: dict[str, str] = {}
     try:
         for line in Path(cpuinfo).read_text(errors="replace").splitlines():
@@ -52,6 +51,13 @@ def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> CpuInfo:
             fields.setdefault(key, value.strip())
     except OSError:
         pass
+    return fields
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> CpuInfo:
+    """This machine's CPU, read from ``/proc/cpuinfo`` where there is one (Linux), else from ``platform``."""
+    fields = first_processor(cpuinfo)
     flags = set(fields.get("flags", "").split())
     model = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
     family = f"{fields['cpu family']}/{fields['model']}" if "cpu family" in fields and "model" in fields else None

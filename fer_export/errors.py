@@ -66,3 +66,7 @@ def require(module: str, extra: str, feature: str):
 
 class SelfCheckError(ArtifactError):
     """A model's self-check failed where it runs: its probe faces do not give the probabilities it records."""
+
+
+class SelfCheckWarning(UserWarning):
+    """A bundled model failed its self-check on this machine and a correct fallback runs instead."""

@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import ArtifactError, InputError, ProviderError, SelfCheckError, SpecError
+from .errors import ArtifactError, InputError, ProviderError, SelfCheckError, SelfCheckWarning, SpecError
 from .preprocess import normalize, resize_batch, to_gray
 from .spec import INPUT_NORMALIZED, INPUT_UINT8, META_INPUT, META_SPEC, ModelSpec
 
@@ -182,10 +182,6 @@ def _checked_faces(faces, caller: str = "predict") -> list:
             raise InputError(f"face {i} is {what}, not a uint8 image (H x W, or H x W x 1, 3 or 4); cv2.imread returns "
                              "None for a missing or unreadable file: check that path")
     return faces
-
-
-class SelfCheckWarning(UserWarning):
-    """A bundled model failed its self-check on this machine and a correct fallback runs instead."""
 
 
 class EmotionClassifier:
@@ -368,7 +364,10 @@ class EmotionClassifier:
     def prepare(self, faces: Sequence[np.ndarray]):
         """What the graph takes for these crops: float (N, C, H, W), resized and normalised as the spec
         says; for graphs with preprocessing inside, the gray crops themselves (a list, any sizes)."""
-        faces = _checked_faces(faces, "prepare")
+        return self._prepare(_checked_faces(faces, "prepare"))
+
+    def _prepare(self, faces: list) -> np.ndarray | list:
+        """:meth:`prepare` of faces already checked."""
         if self.raw:
             return [to_gray(f) for f in faces]
         return normalize(resize_batch(faces, self.spec), self.spec)
@@ -384,8 +383,8 @@ class EmotionClassifier:
         if not faces:
             return np.zeros((0, self.spec.num_classes), dtype=np.float32)
         if self.raw:
-            return self.predict_prepared(self.prepare(faces))
-        return np.concatenate([self.run(self.prepare(faces[i:i + self.batch_size]))
+            return self.predict_prepared(self._prepare(faces))
+        return np.concatenate([self.run(self._prepare(faces[i:i + self.batch_size]))
                                for i in range(0, len(faces), self.batch_size)]).astype(np.float32)
 
     def predict_prepared(self, prepared) -> np.ndarray:

@@ -16,8 +16,7 @@ import warnings
 
 import click
 
-from ..errors import FerExportError
-from ..runtime import SelfCheckWarning
+from ..errors import FerExportError, SelfCheckWarning
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Optional packages by import name, and the extra that installs them.

@@ -274,10 +274,6 @@ def logits(path: Path, x: np.ndarray) -> np.ndarray:
     return outputs(path, x)
 
 
-def accuracy(path: Path, x: np.ndarray, y: np.ndarray, literal: bool = False) -> float:
-    return float((outputs(path, x, literal=literal).argmax(1) == y).mean())
-
-
 def images_per_second(path: Path, spec: ModelSpec, batch: int = SPEED_BATCH, seconds: float = 2.0,
                       literal: bool = False, threads: int = SPEED_THREADS) -> float:
     """Throughput of an ONNX model on the CPU: repeated runs of one random batch after a warm-up."""
@@ -293,16 +289,20 @@ def images_per_second(path: Path, spec: ModelSpec, batch: int = SPEED_BATCH, sec
     return runs * batch / (time.perf_counter() - start)
 
 
-def variant(precision: str, path: Path, spec: ModelSpec, x: np.ndarray, y: np.ndarray, literal: bool = False) -> Variant:
-    return Variant(precision, str(path), path.stat().st_size / 1e6, accuracy(path, x, y, literal),
+def variant(precision: str, path: Path, spec: ModelSpec, probs: np.ndarray, y: np.ndarray,
+            literal: bool = False) -> Variant:
+    """The file at ``path`` described by its probabilities ``probs`` on labelled images (labels ``y``) and its speed."""
+    return Variant(precision, str(path), path.stat().st_size / 1e6, float((probs.argmax(1) == y).mean()),
                    images_per_second(path, spec, literal=literal))
 
 
-def literal_check(path: Path, x: np.ndarray) -> LiteralCheck:
-    """The int8 file at ``path`` as this CPU's int8 kernels run it, against its literal run, on ``x``."""
+def literal_check(path: Path, x: np.ndarray, fast: np.ndarray | None = None) -> LiteralCheck:
+    """The int8 file at ``path`` as this CPU's int8 kernels run it (its probabilities ``fast`` on ``x``,
+    when already computed), against its literal run, on ``x``."""
     from ..cpu import describe
 
-    fast, literal = outputs(path, x, "probs"), outputs(path, x, "probs", literal=True)
+    fast = outputs(path, x, "probs") if fast is None else fast
+    literal = outputs(path, x, "probs", literal=True)
     same, tie = agreement_with_literal(fast, literal)
     return LiteralCheck(describe(), len(x), float((same | tie).mean()) if len(x) else 1.0,
                         float(np.abs(fast - literal).max()) if len(x) else 0.0, int((~same & tie).sum()),
@@ -326,9 +326,11 @@ def judge(fp32_path: Path, int8_path: Path, spec: ModelSpec, eval_data: str | Pa
         x, y = labelled_batch(eval_data, spec, limit_per_class)
     except InputError as exc:
         raise InputError(f"int8 needs a labelled folder to judge accuracy (--eval-data): {exc}") from exc
-    reference = variant("int8 literal" if reference_literal else "fp32", fp32_path, spec, x, y, reference_literal)
-    return PrecisionReport(str(eval_data), len(y), reference, variant("int8", int8_path, spec, x, y), max_drop_pp,
-                           accept_drop, literal_check(int8_path, x))
+    reference = variant("int8 literal" if reference_literal else "fp32", fp32_path, spec,
+                        outputs(fp32_path, x, "probs", literal=reference_literal), y, reference_literal)
+    fused = outputs(int8_path, x, "probs")  # once, for its accuracy and against its literal run
+    return PrecisionReport(str(eval_data), len(y), reference, variant("int8", int8_path, spec, fused, y), max_drop_pp,
+                           accept_drop, literal_check(int8_path, x, fused))
 
 
 def _weight_dequantizers(graph) -> list:
