@@ -54,6 +54,12 @@ PREPROCESSING = Tolerance("with-preprocessing", {"probs": PREPROC_PROB_ATOL}, mi
 #: accuracy on labelled data (:mod:`fer_export.export.quantize`), this one catches a broken graph.
 INT8_PROB_ATOL = 0.25
 INT8 = Tolerance("int8", {"probs": INT8_PROB_ATOL}, min_top1=0.80, excuse_ties=False)
+#: fp16 (``fer-export fp16``) vs its fp32 source: float16 weights and activations move probabilities on
+#: real faces by a small fraction of this, which leaves room for other CPUs' kernels and GPUs' float16
+#: arithmetic while catching a broken graph or weight. Gated on probabilities, which users read:
+#: float16's error in logits grows with their size. Near-ties are excused as for fp32.
+FP16_PROB_ATOL = 0.01
+FP16 = Tolerance("fp16", {"probs": FP16_PROB_ATOL}, min_top1=1.0)
 
 PARITY_BATCH = 8  # the larger random batch (batch 1 is always checked too)
 PARITY_FACES = 64  # face crops per check
@@ -219,7 +225,9 @@ def torch_reference(model, spec: ModelSpec, input_format: str) -> Runner:
 def tolerance_for(artifact) -> Tolerance:
     if artifact.precision == "int8":
         return INT8
-    return PREPROCESSING if artifact.input_format == INPUT_UINT8 else FP32
+    if artifact.input_format == INPUT_UINT8:
+        return PREPROCESSING
+    return FP16 if artifact.precision == "fp16" else FP32
 
 
 def check_model(model, spec: ModelSpec, artifact, data: str | Path | None = None) -> ParityReport:

@@ -58,9 +58,9 @@ META_PARITY = "fer_export.parity"
 META_INPUT = "fer_export.input"  # one of INPUT_FORMATS
 META_TTA = "fer_export.tta"  # one of TTA_MODES: what the exported graph averages over
 META_FLIP_BELOW = "fer_export.flip_below"  # with "hflip-uncertain": the top probability below which a face is mirrored too
-META_PRECISION = "fer_export.precision"  # "fp32" or "int8" (static QDQ)
+META_PRECISION = "fer_export.precision"  # "fp32", "int8" (static QDQ) or "fp16" (float32 inputs and outputs)
 META_PROBE = "fer_export.probe"  # the self-check: probe faces and what the file's reference gives them (probe.py)
-META_SOURCE_PARITY = "fer_export.source_parity"  # a flip file: its source file's own gate record
+META_SOURCE_PARITY = "fer_export.source_parity"  # a file made from another (flip, fp16): the source's gate record
 
 #: The ``hflip-uncertain`` mode: the mirror too, only for the faces whose top probability is below
 #: ``META_FLIP_BELOW`` (ONNX only; export/flip.py).

@@ -21,11 +21,12 @@ def make_probe(path: str | Path) -> Probe:
     """The probe for the ONNX file at ``path``: the bundled faces through the file's reference (an
     int8 file's literal run), on the CPU."""
     clf = EmotionClassifier(path, "cpu", self_check=False, literal=True)
-    precision = "int8" if clf.metadata.get(META_PRECISION) == "int8" else "fp32"
+    precision = clf.metadata.get(META_PRECISION, "fp32")
+    precision = precision if precision in TOLERANCE else "fp32"
     faces = probe_faces()
     if clf.metadata.get(META_TTA) == UNCERTAIN:
         faces = faces[~_near_threshold(path, clf, faces, float(clf.metadata[META_FLIP_BELOW]))]
-    return Probe(faces, clf.predict(list(faces)), "int8 literal" if precision == "int8" else "fp32",
+    return Probe(faces, clf.predict(list(faces)), "int8 literal" if precision == "int8" else precision,
                  TOLERANCE[precision])
 
 
