@@ -243,7 +243,8 @@ def test_bad_checkpoint_is_exit_2_naming_the_file(tmp_path, command):
 
 
 def test_every_command_has_help():
-    assert set(main.commands) == {"onnx", "torchscript", "all", "verify", "stamp", "requantize", "int8", "flip", "embed"}
+    assert set(main.commands) == {"onnx", "torchscript", "all", "verify", "stamp", "requantize", "int8", "flip", "embed",
+                                 "fp16"}
     for name, command in main.commands.items():
         result = cli(name, "--help")
         assert result.exit_code == 0 and len(command.help or "") > 30, name

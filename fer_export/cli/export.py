@@ -107,6 +107,7 @@ PIPELINES = (
     ("int8", "fp32 .onnx", "NAME.int8.onnx", "export.export_int8"),
     ("flip", ".onnx", "NAME.flip.onnx", "export.export_flip"),
     ("embed", ".onnx", "NAME.embed.onnx", "export.embed.embed_onnx"),
+    ("fp16", "fp32 .onnx", "NAME.fp16.onnx", "export.fp16.export_fp16"),
     ("requantize", "int8 .onnx", "NAME.7bit.onnx", "export.export_requantized"),
     ("stamp", ".onnx", "NAME.stamped.onnx", "export.stamp_probe"),
     ("verify", ".onnx or .pt", "a report", "export.verify.self_check_file / verify"),
@@ -284,6 +285,25 @@ def flip(model, output, flip_below, data, json_out):
 @library_errors
 def embed(model, output, data, json_out):
     _embed(model, output, True, False, data, json_out)
+
+
+@main.command(help="Write the fp16 copy of MODEL, an fp32 .onnx file fer-export wrote, as NAME.fp16.onnx unless -o "
+                   "is given: float16 weights and arithmetic (half the file; for GPUs: onnxruntime's CPU provider "
+                   "computes it in float32 and is no faster), float32 input and outputs, Softmax in "
+                   "float32. Gated against MODEL on random inputs, face crops (--data) and the bundled probe faces.")
+@click.argument("model", type=_path)
+@click.option("-o", "--output", type=_path, help="Output .onnx path.")
+@_data
+@_json
+@library_errors
+def fp16(model, output, data, json_out):
+    from ..export import check_suffix, sibling
+    from ..export.fp16 import export_fp16
+
+    _check_paths([("the model", model)], [(output or sibling(model, "fp16"), "the fp16 model")], json_out)
+    if output:
+        check_suffix("onnx", output)
+    _finish([_run(export_fp16, model, output, data=data)], json_out)
 
 
 @main.command(help="Export CHECKPOINT to TorchScript (traced, frozen; returns logits). "
