@@ -439,29 +439,37 @@ nonnegative_int = _number(int, "non-negative")
 positive_float = _number(float, "positive")
 
 
+def _refused(check: Callable, *args) -> None:
+    """Run one of fer_export.outputs' checks; its refusal ends the script (exit status 2)."""
+    from fer_export.errors import OutputError
+
+    try:
+        check(*args)
+    except OutputError as exc:
+        refuse(str(exc))
+
+
 def _clash(option: str, path: Path, inputs) -> None:
     """Refuse ``path`` when it is an input file or is (or lies inside) an input folder."""
-    from fer_export.folders import is_inside
+    from fer_export.outputs import check_outside
 
     for what, given in inputs:
-        if given is not None and is_inside(path, given):
-            kind = "is" if os.path.realpath(path) == os.path.realpath(given) else "lies inside"
-            refuse(f"{option} {path}: {kind} {what} {given}, an input of this run; write the output elsewhere")
+        _refused(check_outside, what, given, [(option, path)])
 
 
 def check_output_file(option: str, path: Path | None, inputs=(), is_own=None) -> None:
     """``path`` (a file this script writes) may not be an input or lie in an input folder, and an existing
     file there must be one this script wrote (``is_own(path)``; default: JSON or empty)."""
+    from fer_export.outputs import check_own_file
+
     if path is None:
         return
     _clash(option, path, inputs)
-    if path.is_dir():
-        refuse(f"{option} {path}: is a folder; give a file path")
     parent = next((p for p in path.absolute().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         refuse(f"{option} {path}: {parent} is a file, not a folder; give another path")
-    if path.exists() and not (is_own or _is_json)(path):
-        refuse(f"{option} {path}: exists and is not output of this script; remove it or choose another path")
+    _refused(check_own_file, option, path, is_own or _is_json,
+             "is not output of this script; remove it or choose another path")
 
 
 def check_output_dir(option: str, path: Path | None, inputs=(), marker: str = "", own=()) -> None:
@@ -470,7 +478,7 @@ def check_output_dir(option: str, path: Path | None, inputs=(), marker: str = ""
     every finished run writes there) or only names in ``own``."""
     if path is None:
         return
-    from fer_export.folders import is_inside
+    from fer_export.outputs import is_inside
 
     _clash(option, path, inputs)
     for what, given in inputs:

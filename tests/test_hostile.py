@@ -179,7 +179,7 @@ def test_eval_output_checks_and_full_device(model_onnx, tmp_path, fer2013):
 
 
 def test_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path, monkeypatch):
-    from fer_export import folders
+    from fer_export import outputs
     from fer_export.model import build_model
 
     model = build_model(TINY)
@@ -189,7 +189,7 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path, monkeypatch)
     def fsync(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(folders.os, "fsync", fsync)
+    monkeypatch.setattr(outputs.os, "fsync", fsync)
     with pytest.raises(OutputError, match="best_model.pth: no space left on device; free space"):
         save_checkpoint(path, model, TINY, epoch=2)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["best_model.pth"]
