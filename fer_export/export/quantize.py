@@ -36,6 +36,12 @@ from ..errors import ExportError, InputError
 from ..folders import IMAGE_EXTENSIONS, image_files, labelled_images, sample_of
 from ..preprocess import preprocess, read_gray
 from ..spec import ModelSpec
+from .saturation import MAX_WEIGHT_MAGNITUDE, requantize_weights, saturation_problems
+
+__all__ = ["CALIB_IMAGES", "MAX_ACCURACY_DROP_PP", "MAX_WEIGHT_MAGNITUDE", "MIN_LITERAL_AGREEMENT", "Calibration",
+           "LiteralCheck", "PrecisionReport", "Variant", "agreement_with_literal", "check_calib", "images_per_second",
+           "judge", "labelled_batch", "literal_check", "logits", "outputs", "quantize_int8", "quantize_sample",
+           "requantize_weights", "saturation_problems", "variant"]
 
 #: Largest accepted top-1 accuracy drop of int8 against fp32, in percentage points.
 MAX_ACCURACY_DROP_PP = 1.0
@@ -49,9 +55,6 @@ FIDELITY_SEED = 1_000_003  # seeds the sample of those images (calibration sampl
 SPEED_BATCH = 32  # batch size of the images/s measurement
 SPEED_THREADS = 2  # onnxruntime intra-op threads for the images/s measurement
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]  # the softmax stays in float
-#: Largest |weight - zero point| of a quantised weight such that no int16 sum of two uint8 x int8
-#: products can saturate: 2 x 255 x 64 = 32,640 <= 32,767. 7-bit weights (``reduce_range``) meet it.
-MAX_WEIGHT_MAGNITUDE = 64
 #: Fewest top-1 answers, as a share of the eval images, on which an int8 file must agree with its
 #: literal run (its own definition, computed without int8 kernels).
 MIN_LITERAL_AGREEMENT = 0.995
@@ -86,8 +89,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, spec: ModelSpec, calib: str |
     """Write a static QDQ int8 copy of the fp32 ONNX model at ``fp32_path``, calibrated on ``calib``.
 
     MinMax calibration takes each activation's range from the sample it sees, so one unusual image in
-    it can cost precision everywhere (on the bundled model, 256-image samples gave copies that agreed
-    with fp32 on 98.5-99.4 % of other training faces). With ``tries`` > 1, ``tries`` seeded samples
+    it can cost precision everywhere, and two seeded samples of one folder give copies that agree with
+    fp32 on different shares of other faces. With ``tries`` > 1, ``tries`` seeded samples
     are each calibrated on and the copy kept is the one whose probabilities are closest to fp32's
     (mean KL divergence) on :data:`FIDELITY_IMAGES` other images of ``calib``: a choice made on the
     calibration folder, never on the data that judges accuracy. Returns that comparison, or None."""
@@ -331,87 +334,3 @@ def judge(fp32_path: Path, int8_path: Path, spec: ModelSpec, eval_data: str | Pa
     fused = outputs(int8_path, x, "probs")  # once, for its accuracy and against its literal run
     return PrecisionReport(str(eval_data), len(y), reference, variant("int8", int8_path, spec, fused, y), max_drop_pp,
                            accept_drop, literal_check(int8_path, x, fused))
-
-
-def _weight_dequantizers(graph) -> list:
-    """The DequantizeLinear nodes of ``graph`` whose input is an int8 initializer: its quantised weights
-    (each listed once, though the flip's copy of the network runs them twice)."""
-    import onnx
-
-    int8 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
-    seen, nodes = set(), []
-    for node in graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in int8 and node.input[0] not in seen:
-            seen.add(node.input[0])
-            nodes.append(node)
-    return nodes
-
-
-def saturation_problems(path: str | Path) -> list[str]:
-    """The int8 weight tensors of the ONNX file at ``path`` that can saturate a non-VNNI CPU's int16 sum
-    of two uint8 x int8 products: ``max |w - zero_point| > MAX_WEIGHT_MAGNITUDE`` (as "name: N"). An
-    empty list is the guarantee that every CPU computes the file as ONNX defines it."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load_model(str(path)).graph
-    values = {i.name: i for i in graph.initializer}
-    problems = []
-    for node in _weight_dequantizers(graph):
-        q = numpy_helper.to_array(values[node.input[0]]).astype(np.int32)
-        zero = (numpy_helper.to_array(values[node.input[2]]).astype(np.int32)
-                if len(node.input) > 2 and node.input[2] in values else np.zeros((), np.int32))
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        if zero.ndim == 1 and q.ndim > 1:  # per-channel zero points along ``axis``
-            zero = np.expand_dims(zero, [d for d in range(q.ndim) if d != axis % q.ndim])
-        worst = int(np.abs(q - zero).max()) if q.size else 0
-        if worst > MAX_WEIGHT_MAGNITUDE:
-            problems.append(f"{node.input[0]}: {worst}")
-    return problems
-
-
-def requantize_weights(proto) -> int:
-    """Rewrite an int8 QDQ ``ModelProto`` (fer-export's, or onnxruntime's QDQ format with symmetric int8
-    weights) in place so that every weight tensor has 7-bit values (-64..64): each channel's scale is
-    its largest |weight| / 64 and its values are rounded again; the int32 bias of a Conv or Gemm that
-    uses the weight is rescaled with it (its scale is the input's times the weight's). The activations'
-    calibration is kept. Returns how many weight tensors were rewritten."""
-    from onnx import numpy_helper
-
-    graph = proto.graph
-    values = {i.name: i for i in graph.initializer}
-    users = {}
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            users.setdefault(name, []).append((node, i))
-    dq_of = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
-    changed = 0
-    for node in _weight_dequantizers(graph):
-        q = numpy_helper.to_array(values[node.input[0]]).astype(np.float64)
-        scale = numpy_helper.to_array(values[node.input[1]]).astype(np.float64)
-        if len(node.input) > 2 and node.input[2] in values and numpy_helper.to_array(values[node.input[2]]).any():
-            raise ExportError(f"weight {node.input[0]} has a nonzero zero point; only symmetric int8 weights "
-                              "can be requantised")
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % q.ndim
-        shape = [-1 if d == axis else 1 for d in range(q.ndim)] if scale.ndim else []
-        w = q * (scale.reshape(shape) if shape else scale)
-        others = tuple(d for d in range(q.ndim) if d != axis) if scale.ndim else None
-        peak = np.abs(w).max(axis=others) if scale.ndim else np.abs(w).max()
-        new_scale = np.where(peak > 0, peak / MAX_WEIGHT_MAGNITUDE, scale)
-        new_q = np.clip(np.rint(w / (new_scale.reshape(shape) if shape else new_scale)), -MAX_WEIGHT_MAGNITUDE,
-                        MAX_WEIGHT_MAGNITUDE)
-        values[node.input[0]].CopyFrom(numpy_helper.from_array(new_q.astype(np.int8), node.input[0]))
-        values[node.input[1]].CopyFrom(numpy_helper.from_array(new_scale.astype(np.float32), node.input[1]))
-        ratio = new_scale / scale
-        for op, _ in (u for out in node.output for u in users.get(out, ()) if u[1] == 1):  # the weight input
-            bias = dq_of.get(op.input[2]) if len(op.input) > 2 else None
-            if bias is None or bias.input[0] not in values or bias.input[1] not in values:
-                continue
-            b_scale = numpy_helper.to_array(values[bias.input[1]]).astype(np.float64)
-            b = numpy_helper.to_array(values[bias.input[0]]).astype(np.float64) * b_scale
-            new_b_scale = b_scale * ratio
-            values[bias.input[0]].CopyFrom(numpy_helper.from_array(
-                np.rint(b / new_b_scale).astype(np.int32), bias.input[0]))
-            values[bias.input[1]].CopyFrom(numpy_helper.from_array(new_b_scale.astype(np.float32), bias.input[1]))
-        changed += 1
-    return changed
