@@ -6,29 +6,37 @@ It reproduces the seed's training transform exactly: a uint8 grayscale image goe
 """
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import InputError
+from .image_limits import DEFAULT_BUDGET, ImageBudget, open_with_pillow, read_checked
 from .spec import ModelSpec
 
 
 def _to_8bit(img: np.ndarray) -> np.ndarray:
-    """A 16-bit or float image as uint8 (other dtypes as they are). Float is [0, 1] by convention, but
-    one holding 0-255 values (a float TIFF from a scanner) is taken as such rather than saturated; a
-    small overshoot of 1 still counts as [0, 1]."""
+    """A 16-bit or float image as uint8 (other dtypes as they are); float as :func:`_float_scale` says."""
     if img.dtype == np.uint16:
         return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if img.dtype.kind == "f":
-        scale = 1.0 if img.size and np.nanmax(img) > 2.0 else 255.0
-        return np.clip(np.rint(np.nan_to_num(img) * scale), 0, 255).astype(np.uint8)
+        return np.clip(np.rint(np.nan_to_num(img) * _float_scale(img)), 0, 255).astype(np.uint8)
     return img
+
+
+def _float_scale(img: np.ndarray) -> float:
+    """255 for float pixels in [0, 1] (the convention), 1 for pixels holding 0-255 (a float TIFF from
+    a scanner). Judged by the bulk of the pixels, so that a few outliers (a hot pixel at 3.0) neither
+    turn a [0, 1] image black nor count: 99.9 % of them at most 2 (a small overshoot of 1 allowed) is
+    [0, 1], and what lies above is clipped. A large image is judged on a million of its pixels."""
+    flat = img.ravel()[::max(1, img.size // 1_000_000)]
+    flat = flat[np.isfinite(flat)]
+    if not flat.size or flat.max() <= 2.0:
+        return 255.0
+    return 255.0 if np.percentile(flat, 99.9) <= 2.0 else 1.0
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -48,30 +56,41 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     raise InputError(f"unsupported image shape {img.shape}; expected HxW, HxWx3 (BGR) or HxWx4 (BGRA)")
 
 
-def read_gray(path: str | Path) -> np.ndarray:
+def read_gray(path: str | Path, budget: ImageBudget = DEFAULT_BUDGET) -> np.ndarray:
     """Read an image file as uint8 grayscale, the way the seed does (cv2 ``IMREAD_GRAYSCALE``).
 
-    16-bit images are scaled to 8 bits; formats OpenCV cannot decode are tried with Pillow.
-    Raises :class:`InputError` naming the file when it is missing, empty or not a readable image.
+    16-bit images are scaled to 8 bits; formats OpenCV cannot decode are tried with Pillow. Raises
+    :class:`InputError` naming the file when it is missing, empty, not a readable image, or beyond
+    ``budget`` (:mod:`fer_export.image_limits`: checked from its size and header, before decoding).
     """
     path = path if isinstance(path, Path) else Path(path)  # Path(a Path) parses it again: 9 us a crop
-    data = _file_bytes(path)
-    img = _decode(path, data, cv2.IMREAD_GRAYSCALE)
-    if img is None or img.dtype != np.uint8:
-        img = _decode(path, data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        img = _read_with_pillow(path)
-    return to_gray(img)
+    return _gray(path, *read_checked(path, budget), budget)
 
 
-def read_color(path: str | Path) -> np.ndarray:
+def _gray(path: Path, data: bytes, found, budget: ImageBudget) -> np.ndarray:
+    img = None
+    if found is not None:  # a format whose size was checked: OpenCV may decode it
+        img = _decode(path, data, cv2.IMREAD_GRAYSCALE)
+        if img is None or img.dtype != np.uint8:
+            img = _decode(path, data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_GRAYSCALE)
+    return to_gray(_read_with_pillow(path, data, budget) if img is None else img)
+
+
+def read_color(path: str | Path, budget: ImageBudget = DEFAULT_BUDGET) -> np.ndarray:
     """Read an image file as a uint8 BGR array (for face detection and annotation), turned upright
     as its EXIF orientation says (as ``cv2.imread`` and :func:`read_gray` do: a phone photo taken
-    sideways is stored sideways with a tag); an alpha channel is dropped, 16-bit scaled to 8."""
+    sideways is stored sideways with a tag); an alpha channel is dropped, 16-bit scaled to 8.
+    ``budget``: as :func:`read_gray`."""
     path = path if isinstance(path, Path) else Path(path)  # Path(a Path) parses it again: 9 us a crop
-    img = _decode(path, _file_bytes(path), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
-    if img is None:
-        img = _read_with_pillow(path)
+    return _color(path, *read_checked(path, budget), budget)
+
+
+def _color(path: Path, data: bytes, found, budget: ImageBudget) -> np.ndarray:
+    img = _decode(path, data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH) if found is not None else None
+    return _bgr(_read_with_pillow(path, data, budget) if img is None else img)
+
+
+def _bgr(img: np.ndarray) -> np.ndarray:
     img = _to_8bit(np.asarray(img))
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
@@ -80,86 +99,51 @@ def read_color(path: str | Path) -> np.ndarray:
     return img
 
 
-#: The most pixels an image may have (16384 x 16384; a 100-megapixel photo is well within): a few
-#: hundred kB of PNG can claim billions, and decoding them would take gigabytes (a decompression bomb).
-MAX_PIXELS = 1 << 28
-#: Files smaller than this are decoded without a look at their header: too small to be such a bomb
-#: (PNG's deflate shrinks at most ~1000:1), and the common case of face crops stays as fast.
-_BOMB_BYTES = 32 * 1024
+def read_pages(path: str | Path, color: bool = False, budget: ImageBudget = DEFAULT_BUDGET) -> Iterator[np.ndarray]:
+    """Every page of an image file, in order, as :func:`read_color` (``color``) or :func:`read_gray`
+    reads the first: one for most images (read once, as they read it), one per page for a multi-page
+    TIFF. ``budget`` covers each page, and all of them together; a page that does not decode raises
+    :class:`InputError` naming it, after the pages before it."""
+    path = path if isinstance(path, Path) else Path(path)
+    data, found = read_checked(path, budget)
+    if found is None or len(found.pages) < 2:  # the file is read once
+        yield (_color if color else _gray)(path, data, found, budget)
+        return
+    flags = cv2.IMREAD_ANYDEPTH | (cv2.IMREAD_ANYCOLOR if color else cv2.IMREAD_GRAYSCALE)
+    buf = np.frombuffer(data, np.uint8)
+    for k in range(len(found.pages)):
+        try:
+            ok, mats = cv2.imdecodemulti(buf, flags, range=(k, k + 1))
+        except cv2.error as exc:
+            ok, mats = False, str(exc).strip().splitlines()[-1:]
+        if not ok or not mats or not isinstance(mats[0], np.ndarray):
+            raise InputError(f"{path}: page {k} of {len(found.pages)} cannot be decoded (corrupt or an unsupported "
+                             f"compression{': ' + ' '.join(str(mats[0]).split()) if mats else ''})")
+        yield _bgr(mats[0]) if color else to_gray(mats[0])
 
 
-def _decode(path: Path, data: np.ndarray, flags: int) -> np.ndarray | None:
-    """``cv2.imdecode`` of a file's bytes, after a look at a large PNG's or JPEG's stated size;
-    None for a format OpenCV does not know; :class:`InputError` naming the file otherwise."""
-    if len(data) >= _BOMB_BYTES:
-        size = _stated_size(data)
-        if size and size[0] * size[1] > MAX_PIXELS:
-            raise InputError(f"{path}: {size[0]}x{size[1]} pixels, more than the {MAX_PIXELS:,} this reads "
-                             "(a decompression bomb, or a scan too large): shrink it first")
+def _decode(path: Path, data: bytes, flags: int) -> np.ndarray | None:
+    """``cv2.imdecode`` of a file's bytes (whose header :func:`read_checked` has checked); None for a
+    format OpenCV does not know; :class:`InputError` naming the file otherwise."""
     try:
-        return cv2.imdecode(data, flags)
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as exc:
         reason = getattr(exc, "err", "") or str(exc).strip().splitlines()[-1]
         raise InputError(f"{path}: OpenCV cannot decode it ({' '.join(reason.split())})") from None
 
 
-def _stated_size(data: np.ndarray) -> tuple[int, int] | None:
-    """(width, height) a PNG or baseline/progressive JPEG states in its header, without decoding it."""
-    head = data[:32].tobytes()
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    if head[:2] != b"\xff\xd8":
-        return None
-    buf, i = data.data, 2  # a view: no copy of a large file
-    while i + 9 < len(buf):
-        if buf[i] != 0xFF:
-            return None
-        marker, length = buf[i + 1], int.from_bytes(buf[i + 2:i + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
-            return int.from_bytes(buf[i + 7:i + 9], "big"), int.from_bytes(buf[i + 5:i + 7], "big")
-        i += 2 + length
-    return None
-
-
-def _file_bytes(path: Path) -> np.ndarray:
-    """A file's bytes, for ``cv2.imdecode``; :class:`InputError` naming the file when there are none."""
+def _read_with_pillow(path: Path, data: bytes, budget: ImageBudget) -> np.ndarray:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the run
-    except (FileNotFoundError, NotADirectoryError):
-        raise InputError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{path}: not a regular file")
-        # os.read, not a file object: a face crop is one system call (a buffered reader costs more
-        # than the read); a file that grew since fstat is read to its end all the same. A regular
-        # file reads short only at its end, so a short read is the last.
-        chunks, size = [], info.st_size + 1
-        while chunk := os.read(fd, size):
-            chunks.append(chunk)
-            if len(chunk) < size:
-                break
-            size = 1 << 20
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
-    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if not data:
-        raise InputError(f"{path}: file is empty (0 bytes); re-copy or remove it")
-    return np.frombuffer(data, dtype=np.uint8)
-
-
-def _read_with_pillow(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
+        with open_with_pillow(path, data, budget) as im:
             im.load()
             im = ImageOps.exif_transpose(im)  # upright, as OpenCV turns what it decodes
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 return np.asarray(im).astype(np.uint16)
+            if im.mode == "F":  # scaled by _to_8bit, not clipped to 0-255 by Pillow
+                return np.asarray(im, np.float32)
             return np.asarray(im.convert("L"))
+    except InputError:
+        raise
     except Exception as exc:  # Pillow raises many types for corrupt input
         raise InputError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
 
