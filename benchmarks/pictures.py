@@ -78,11 +78,11 @@ def sample_faces(root: Path, per_class: int, rng: np.random.Generator) -> list[t
 def face_free_windows(photos: Path, per_photo: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Gray windows of PICTURE's size cut from the photos in ``photos`` (at most ``per_photo`` per photo
     and scale), each KEEP_OUT face sides away from every face YuNet (at 640 and 1280 px) or Haar finds."""
-    from fer_export.batch.config import WorkConfig
     from fer_export.batch.faces import open_detector
+    from fer_export.batch.settings import DetectionSettings
 
-    detectors = [open_detector(WorkConfig(detector="yunet", det_sizes=(640, 1280), det_threshold=0.5, min_face=0)),
-                 open_detector(WorkConfig(detector="haar", min_face=0))]
+    detectors = [open_detector(DetectionSettings(detector="yunet", det_sizes=(640, 1280), det_threshold=0.5, min_face=0)),
+                 open_detector(DetectionSettings(detector="haar", min_face=0))]
     h, w = PICTURE
     windows = []
     for path in sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
@@ -223,7 +223,7 @@ def classify_whole(pictures: list[Picture], out: Path, **options) -> dict[str, s
             for p in pictures for kind, suffix in (("placed", ""), ("crop", Path(p.crop).suffix))}
 
 
-#: Crop modes: the table's name -> WorkConfig.crop. ``framed`` needs a model whose spec has a framing.
+#: Crop modes: the table's name -> CropSettings.crop. ``framed`` needs a model whose spec has a framing.
 CROP_MODES = {"box": "box", "framed": "auto"}
 
 
@@ -247,8 +247,9 @@ def measure(data: Path, per_class: int, out: Path, model: Path | None = None, de
     rows = []
     for detector in detectors:
         for mode in [m for m in crop_modes(model) if crops is None or m in crops]:
+            options = {k: v for k, v in detection.items() if k != "crop_spread" or mode != "box"}  # box: one crop
             found = run([out / "pictures"], out / f"{detector}_{mode}.csv", detector=detector,
-                        crop=CROP_MODES[mode], **common, **detection)
+                        crop=CROP_MODES[mode], **common, **options)
             for kind in sorted({p.background for p in pictures}) + ["all"]:
                 subset = [p for p in pictures if kind in ("all", p.background)]
                 rows.append({"detector": detector, "crop": mode, "background": kind,

@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from PIL import Image
 
 from conftest import BLOCK_TORCH, ROOT
-from fer_export.batch import BatchConfig, WorkConfig
+from fer_export.batch import BatchConfig, CropSettings, DetectionSettings, ModelSettings, SamplingSettings, WorkConfig
 from fer_export.batch.results import columns, journal_path, read_results
 from fer_export.cli.batch import main
 from fer_export.errors import InputError
@@ -37,7 +37,7 @@ def tiny_model(exported) -> Path:
     return exported["onnx"]
 
 
-def batch(*args) -> "click.testing.Result":
+def batch(*args) -> Result:
     return CliRunner().invoke(main, [*map(str, args), "--no-progress"])
 
 
@@ -72,7 +72,7 @@ def test_photos_and_video(tmp_path, tiny_model, photos, videos, yunet_model):
         assert ((g.x >= 0) & (g.y >= 0) & (g.x + g.w <= w) & (g.y + g.h <= h)).all(), name
     video = df[df.kind == "video"]
     assert sorted(video.frame.unique()) == list(range(0, 169, 20))
-    assert np.allclose(video.timestamp_s, video.frame / 26.398, atol=2e-3)
+    assert list(video.timestamp_s) == [0, 0.667, 1.333, 2, 2.694, 3.527, 4.36, 5.194, 6.027]  # the decoder's: variable frame rate
     assert (video[video.frame < 60].status == "ok").all() and (video[video.frame >= 100].status == "no_face").all()
     assert (video[video.status == "ok"].track == 0).all()
     s = pd.read_csv(summary)
@@ -241,6 +241,10 @@ def test_pictures_get_a_second_look_and_video_frames_do_not(tmp_path, tiny_model
     (dict(look_again=float("nan")), "look again"),
     (dict(look_again="twice"), "look_again must be a number"),
     (dict(det_sizes=("big",)), "det_sizes must be whole numbers"),
+    (dict(det_nms=1.0), "NMS overlap must be in"),
+    (dict(crop="box", crop_spread=0.2), "--crop box cuts one square per face"),
+    (dict(every_n=2, video_fps=5.0, batch_size=0, det_nms=-1), "batch size.*; .*NMS overlap.*; .*not both"),
+    (dict(det_threshold=0.5, nms=0.2), "unknown batch options \\['nms'\\]"),
 ])
 def test_config_rules_hold_for_library_callers(options, message):
     with pytest.raises(InputError, match=message):
@@ -248,11 +252,21 @@ def test_config_rules_hold_for_library_callers(options, message):
 
 
 def test_config_is_frozen_and_hashable():
-    cfg = BatchConfig.build(["in"], "r.csv", detector="haar", det_sizes=[640, 1280], yunet_model=Path("y.onnx"))
-    assert cfg.work == WorkConfig(detector="haar", det_sizes=(640, 1280), yunet_model="y.onnx")
-    assert hash(cfg.work) == hash(WorkConfig(detector="haar", det_sizes=(640, 1280), yunet_model="y.onnx"))
+    cfg = BatchConfig.build(["in"], "r.csv", detector="haar", det_sizes=[640, 1280], yunet_model=Path("y.onnx"),
+                            every_n=3, crop="box", batch_size=8, workers=2)
+    nested = WorkConfig(detection=DetectionSettings(detector="haar", det_sizes=(640, 1280), yunet_model="y.onnx"),
+                        sampling=SamplingSettings(every_n=3), crops=CropSettings(crop="box"),
+                        model=ModelSettings(batch_size=8))
+    assert cfg.work == nested and hash(cfg.work) == hash(nested) and cfg.workers == 2
+    assert cfg.work == WorkConfig.build(detector="haar", det_sizes=(640, 1280), yunet_model="y.onnx", every_n=3,
+                                        crop="box", batch_size=8)
+    assert cfg.work.detection.det_nms == DetectionSettings().det_nms and cfg.work.model.threads is None
     with pytest.raises(AttributeError):
-        cfg.work.detector = "none"
+        cfg.work.detection.detector = "none"
+    with pytest.raises(AttributeError):
+        cfg.work.detection = DetectionSettings()
+    with pytest.raises(InputError, match="WorkConfig.build"):
+        WorkConfig(detection={"detector": "haar"})
 
 
 def _kill_and_cut(out: Path, keep: int, cut_bytes: int) -> None:
@@ -350,17 +364,19 @@ def test_ctrl_c_twice_ends_at_once_and_resume_finishes(tmp_path, tiny_model, vid
 def test_ctrl_c_waits_for_the_models_still_opening(tmp_path, monkeypatch, tiny_model, videos, yunet_model):
     """Ctrl-C before the models are all open: the run returns only once the thread opening them has
     finished (one left inside onnxruntime aborts the process as the interpreter shuts down)."""
-    from fer_export.batch import local
+    from fer_export.batch import local, runner
+
+    real = EmotionClassifier.sibling
 
     def slow(*args, **kwargs):  # the workers' shared session, still being built when Ctrl-C comes
         time.sleep(0.5)
-        return EmotionClassifier(*args, **kwargs)
+        return real(*args, **kwargs)
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(local, "EmotionClassifier", slow)
-    monkeypatch.setattr(local, "start", ctrl_c)
+    monkeypatch.setattr(EmotionClassifier, "sibling", slow)
+    monkeypatch.setattr(runner, "start", ctrl_c)
     config = BatchConfig.build([videos / "pyfeat_single_face.mp4"], tmp_path / "r.csv", model=tiny_model,
                                yunet_model=yunet_model)
     with pytest.raises(KeyboardInterrupt):
@@ -371,7 +387,8 @@ def test_ctrl_c_waits_for_the_models_still_opening(tmp_path, monkeypatch, tiny_m
 def test_faces_in_pictures_are_the_average_of_their_views(tmp_path, framed_model, photos, videos, yunet_model):
     """Through fer-batch: a picture's framed face gets the mean probabilities of its three views, a
     video frame's face its one crop; resuming with another --crop-spread is refused."""
-    from fer_export.batch.work import faces_in, open_models
+    from fer_export.batch.models import open_models
+    from fer_export.batch.per_input import faces_in
 
     photo, video = photos / "fr_two_people.jpg", videos / "pyfeat_single_face.mp4"
     out = tmp_path / "r.csv"
@@ -379,14 +396,15 @@ def test_faces_in_pictures_are_the_average_of_their_views(tmp_path, framed_model
     assert res.exit_code == 0, res.output
     df = read_results(out)
     check_rows(df)
-    clf, det = open_models(WorkConfig(model=str(framed_model), yunet_model=str(yunet_model)))
+    clf, det = open_models(WorkConfig.build(model=str(framed_model), yunet_model=str(yunet_model)))
     img = cv2.imread(str(photo))
     _, crops = faces_in(img, det, still=True)
-    expected = clf.predict(crops).reshape(-1, 3, len(FER2013_LABELS)).mean(axis=1)
+    assert crops.views == 3
+    expected = clf.predict(crops.crops).reshape(-1, 3, len(FER2013_LABELS)).mean(axis=1)
     np.testing.assert_allclose(df[df.source == str(photo)][list(FER2013_LABELS)].to_numpy(float), expected, atol=2e-6)
     first = df[(df.source == str(video)) & (df.status == "ok")].iloc[0]
     frame = cv2.VideoCapture(str(video)).read()[1]
-    single = clf.predict(faces_in(frame, det)[1])[0]
+    single = clf.predict(faces_in(frame, det)[1].crops)[0]
     np.testing.assert_allclose(first[list(FER2013_LABELS)].to_numpy(float), single, atol=2e-6)
     res = batch(photo, "--out", out, "--model", framed_model, "--yunet-model", yunet_model, "--every-n", 12,
                 "--resume", "--crop-spread", 0)
@@ -397,12 +415,38 @@ def test_faces_in_pictures_are_the_average_of_their_views(tmp_path, framed_model
     (["--provider", "cuda"], "CUDA"),
     (["--every-n", "2", "--video-fps", "5"], "not both"),
     (["--detector", "yunet", "--yunet-model", __file__], "OpenCV cannot load this YuNet model"),
+    (["--crop", "box", "--crop-spread", "0.3"], "--crop-spread 0.3 applies to framed crops, and --crop box"),
+    (["--crop-spread", "0.3"], "this model's spec has no framing"),
+    (["--det-nms", "1"], "--det-nms"),
+    (["--det-nms", "nan"], "--det-nms"),
 ])
 def test_usage_errors_exit_2(tmp_path, monkeypatch, tiny_model, photos, args, message):
     monkeypatch.delenv("FER_YUNET_MODEL", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     res = batch(photos / "fer_justin.jpg", "--out", tmp_path / "r.csv", "--model", tiny_model, *args)
-    assert res.exit_code == 2 and message in res.output, res.output
+    last = res.output.strip().splitlines()[-1]  # click's own usage errors come after its usage lines
+    assert res.exit_code == 2 and last.startswith("Error: ") and message in last, res.output
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_det_nms_end_to_end(tmp_path, tiny_model, photos, yunet_model):
+    """--det-nms reaches the detector (a high one keeps near-duplicate boxes as faces), is recorded in the
+    journal, and a run resumed with another value is refused."""
+    photo = photos / "df_selfie-many-people.jpg"
+    rows = {}
+    for nms in ("0.3", "0.9"):
+        out = tmp_path / f"{nms}.csv"
+        res = batch(photo, "--out", out, "--model", tiny_model, "--yunet-model", yunet_model, "--det-nms", nms)
+        assert res.exit_code == 0, res.output
+        rows[nms] = read_results(out)
+    default = tmp_path / "default.csv"
+    assert batch(photo, "--out", default, "--model", tiny_model, "--yunet-model", yunet_model).exit_code == 0
+    assert default.read_bytes() == (tmp_path / "0.3.csv").read_bytes()  # 0.3 is the default
+    assert len(rows["0.9"]) > len(rows["0.3"]) and (rows["0.9"].status == "ok").all()
+    run = json.loads(journal_path(tmp_path / "0.9.csv").read_text().splitlines()[0])["run"]
+    assert run["det_nms"] == 0.9 and "det_nms" not in json.loads(journal_path(default).read_text().splitlines()[0])["run"]
+    res = batch(photo, "--out", tmp_path / "0.9.csv", "--model", tiny_model, "--yunet-model", yunet_model, "--resume")
+    assert res.exit_code == 2 and "det_nms 0.9 -> None" in res.output, res.output
 
 
 @pytest.mark.parametrize("name", [[], ["--model", "fast"]])
@@ -423,15 +467,15 @@ def test_model_is_a_bundled_name_or_an_existing_file(tmp_path, photos):
 def test_help_documents_defaults():
     text = " ".join(CliRunner().invoke(main, ["--help"]).output.split())  # as read, not as wrapped
     for needle in ("--detector [auto|yunet|haar|none]", "default: auto", "default: 32", "Exit status",
-                   "FER_YUNET_MODEL", "--resume", "64 px"):
+                   "FER_YUNET_MODEL", "--resume", "64 px", "--det-nms", "default: 0.3;", "Detection: --detector"):
         assert needle in text, needle
 
 
 def test_onnxruntime_threads_leave_half_the_cores_to_haar_only(monkeypatch):
-    from fer_export.batch.work import model_threads
+    from fer_export.batch.models import model_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert model_threads(WorkConfig(detector="haar")) == 2  # OpenCV's cascade runs on every core
-    assert model_threads(WorkConfig(detector="yunet")) is None  # onnxruntime's default: every core
-    assert model_threads(WorkConfig(detector="none")) is None
-    assert model_threads(WorkConfig(detector="haar", threads=3)) == 3
+    assert model_threads(WorkConfig.build(detector="haar")) == 2  # OpenCV's cascade runs on every core
+    assert model_threads(WorkConfig.build(detector="yunet")) is None  # onnxruntime's default: every core
+    assert model_threads(WorkConfig.build(detector="none")) is None
+    assert model_threads(WorkConfig.build(detector="haar", threads=3)) == 3

@@ -5,16 +5,18 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_export.batch import faces
+from fer_export.batch import crops, faces
 from fer_export.batch.config import WorkConfig
-from fer_export.batch.faces import Face, crop_face, find_yunet_model
+from fer_export.batch.crops import Face, FaceCrops, Framer, crop_face
+from fer_export.batch.faces import find_yunet_model
+from fer_export.batch.settings import CropSettings, DetectionSettings
 from fer_export.batch.tracking import IouTracker, iou
 from fer_export.errors import ArtifactError, InputError, SpecError
 from fer_export.spec import Framing, ModelSpec
 
 
 def open_detector(name, yunet_model=None, **options):
-    return faces.open_detector(WorkConfig(detector=name, yunet_model=yunet_model, **options))
+    return faces.open_detector(DetectionSettings(detector=name, yunet_model=yunet_model, **options))
 
 
 @pytest.fixture
@@ -50,7 +52,7 @@ def test_fresh_install_gets_the_bundled_yunet(no_yunet):
     OpenCV zoo's file unmodified (the sha256 its licence file records)."""
     import hashlib
 
-    detector = faces.open_detector(WorkConfig())
+    detector = faces.open_detector()
     assert detector.name == "yunet" and detector.path == faces.BUNDLED_YUNET
     sha256 = hashlib.sha256(faces.BUNDLED_YUNET.read_bytes()).hexdigest()
     assert sha256 == "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"
@@ -85,7 +87,7 @@ def test_onnxruntime_yunet_finds_what_opencvs_finds(photos, videos, yunet_model)
     ort_net = faces.YuNetDetector(yunet_model, 0.7, backend="onnxruntime")
     cv_net = faces.YuNetDetector(yunet_model, 0.7, backend="opencv")
     assert (ort_net.backend, cv_net.backend) == ("onnxruntime", "opencv")
-    assert faces.open_detector(WorkConfig(yunet_model=str(yunet_model))).backend == "onnxruntime"
+    assert faces.open_detector(DetectionSettings(yunet_model=str(yunet_model))).backend == "onnxruntime"
     images = [cv2.imread(str(p)) for p in sorted(photos.iterdir())] + _frames(videos, 5)
     images = [im for im in images if im is not None]
     found = 0
@@ -113,7 +115,9 @@ def test_a_yunet_file_without_the_2023_outputs_is_not_run_on_onnxruntime(tmp_pat
         o.name = renamed[o.name]
     other = tmp_path / "other_yunet.onnx"
     onnx.save(model, str(other))
-    assert faces._yunet_session(other) is None
+    from fer_export.batch.yunet import yunet_session
+
+    assert yunet_session(other) is None
     with pytest.raises(ArtifactError, match="not a YuNet model with outputs cls_8"):
         faces.YuNetDetector(other, 0.7, backend="onnxruntime")
     with pytest.raises(ArtifactError, match="OpenCV cannot run this YuNet model"):
@@ -141,7 +145,7 @@ def test_multi_scale_detection_merges_duplicates_and_filters_small_faces(photos,
     one = open_detector("yunet", yunet_model, det_sizes=(640,), min_face=0).detect(img)
     two = open_detector("yunet", yunet_model, det_sizes=(320, 640), min_face=0).detect(img)
     assert len(one) >= 4 and len(one) <= len(two) <= len(one) + 1  # no face twice
-    assert all(faces.NMS_IOU >= max(_iou(a, b) for b in two if b != a) for a in two)
+    assert all(DetectionSettings().det_nms >= max(_iou(a, b) for b in two if b != a) for a in two)
     assert [f.x for f in two] == sorted(f.x for f in two)  # left to right
     cut = sorted(min(f.w, f.h) for f in one)[len(one) // 2]  # the median face side
     big = open_detector("yunet", yunet_model, min_face=cut).detect(img)
@@ -182,10 +186,10 @@ def test_second_look_tries_enlarged_then_halfway_each_as_is_then_mirrored():
     picture's pixels, its landmarks under their own names (the right eye stays the right eye)."""
     picture = np.zeros((300, 400, 3), np.uint8)
     picture[:, 300:] = 255  # white on the right: the fake finds its face only once the picture is mirrored
-    detector = _OnlyMirrored(look_again=3.0)
+    detector = _OnlyMirrored(settings=DetectionSettings(look_again=3.0, min_face=0))
     assert detector.second_looks(0.5) == [(1.5, False, 0), (1.5, True, 0), (1.0, False, 0), (1.0, True, 0),
                                           (0.5, False, -30), (0.5, False, 30), (1.0, False, -30), (1.0, False, 30)]
-    assert _OnlyMirrored(look_again=1.0).second_looks(0.5) == []
+    assert _OnlyMirrored().second_looks(0.5) == []  # a detector made directly looks once
     assert faces.second_looks(2.0, "haar") == [(2.0, False, 0)]  # Haar: no score to keep false faces out
     assert detector.detect(picture) == [] and detector.widths == [400]  # a video frame: one look
     detector.widths.clear()
@@ -277,7 +281,7 @@ def test_spec_carries_a_framing_and_reads_as_before_without_one():
 def test_without_a_framing_crops_are_the_box_crops():
     img = np.random.default_rng(0).integers(0, 255, (100, 200, 3), dtype=np.uint8)
     face = Face(50, 20, 40, 60, 0.9, (60.0, 40.0, 80.0, 40.0, 70.0, 55.0, 62.0, 65.0, 78.0, 65.0))
-    assert np.array_equal(faces.frame_face(img, face, None), crop_face(img, face))
+    assert np.array_equal(crops.frame_face(img, face, None), crop_face(img, face))
 
 
 def test_landmarks_at_the_template_give_that_square():
@@ -285,13 +289,13 @@ def test_landmarks_at_the_template_give_that_square():
     is cropped to exactly that square; rotating the image rotates the crop back."""
     img = np.random.default_rng(1).integers(0, 255, (120, 160), dtype=np.uint8)
     marks = np.reshape(TEMPLATE.landmarks, (-1, 2)) * 80 + (30, 10)
-    crop = faces.frame_face(img, Face(30, 10, 80, 80, 0.9, tuple(marks.ravel())), TEMPLATE)
+    crop = crops.frame_face(img, Face(30, 10, 80, 80, 0.9, tuple(marks.ravel())), TEMPLATE)
     assert crop.shape == (80, 80) and np.abs(crop.astype(int) - img[10:90, 30:110]).max() <= 1
     smooth = cv2.normalize(cv2.GaussianBlur(img.astype(np.float32), (0, 0), 4), None, 0, 255, cv2.NORM_MINMAX)
     rot = cv2.getRotationMatrix2D((80, 60), 20, 1.0)
     turned = cv2.warpAffine(smooth, rot, (160, 120), flags=cv2.INTER_LINEAR).astype(np.uint8)
     moved = np.c_[marks, np.ones(5)] @ rot.T
-    back = faces.frame_face(turned, Face(0, 0, 1, 1, 0.9, tuple(moved.ravel())), TEMPLATE)
+    back = crops.frame_face(turned, Face(0, 0, 1, 1, 0.9, tuple(moved.ravel())), TEMPLATE)
     inner = np.s_[10:70, 10:70]  # away from the corners the rotation filled in
     want = smooth[10:90, 30:110][inner]
     assert back.shape == (80, 80) and np.abs(back[inner] - want).mean() < 2 < np.abs(back[inner] - want.T).mean()
@@ -299,9 +303,9 @@ def test_landmarks_at_the_template_give_that_square():
 
 def test_box_only_faces_are_framed_by_the_box_rule():
     img = np.random.default_rng(2).integers(0, 255, (200, 200), dtype=np.uint8)
-    crop = faces.frame_face(img, Face(60, 50, 80, 80), TEMPLATE)  # side 100, centre (100, 94)
+    crop = crops.frame_face(img, Face(60, 50, 80, 80), TEMPLATE)  # side 100, centre (100, 94)
     assert crop.shape == (100, 100) and np.abs(crop.astype(int) - img[44:144, 50:150]).max() <= 1
-    edge = faces.frame_face(img, Face(0, 0, 80, 80), TEMPLATE)  # starts at (-10, -6): edge pixels repeated
+    edge = crops.frame_face(img, Face(0, 0, 80, 80), TEMPLATE)  # starts at (-10, -6): edge pixels repeated
     assert edge.shape == (100, 100) and (edge[:6, :10] == img[0, 0]).all()
 
 
@@ -313,10 +317,10 @@ def test_a_detectors_own_box_rule_comes_before_the_landmarks():
     img = np.random.default_rng(3).integers(0, 255, (200, 200), dtype=np.uint8)
     marks = tuple((np.reshape(TEMPLATE.landmarks, (-1, 2)) * 80 + (30, 10)).ravel())
     face = Face(60, 50, 80, 80, 0.9, marks)
-    by_box = faces.frame_face(img, face, framing, "yunet")  # side 80, centre (108, 90)
+    by_box = crops.frame_face(img, face, framing, "yunet")  # side 80, centre (108, 90)
     assert by_box.shape == (80, 80) and np.abs(by_box.astype(int) - img[50:130, 68:148]).max() <= 1
-    by_marks = faces.frame_face(img, face, framing, "other")
-    assert np.array_equal(by_marks, faces.frame_face(img, face, TEMPLATE))
+    by_marks = crops.frame_face(img, face, framing, "other")
+    assert np.array_equal(by_marks, crops.frame_face(img, face, TEMPLATE))
     with pytest.raises(SpecError, match="framing boxes"):
         ModelSpec(framing=Framing(TEMPLATE.landmarks, TEMPLATE.box, detector_boxes=(("yunet", (0, 0, 0)),)))
 
@@ -334,58 +338,97 @@ def test_yunet_landmarks_are_in_source_pixels(photos):
 
 def test_the_models_framing_reaches_the_detector(tmp_path, exported, photos):
     """A model whose spec has a framing gets aligned crops (unless crop="box"); one without, box crops."""
-    from fer_export.batch.work import faces_in, open_models
+    from fer_export.batch.models import open_models
+    from fer_export.batch.per_input import faces_in
     from training.face_template import stamp
 
     framed = stamp(exported["onnx"], tmp_path / "framed.onnx", TEMPLATE)
     img = cv2.imread(str(photos / "fr_two_people.jpg"))
-    _, plain = open_models(WorkConfig(model=str(exported["onnx"])))
-    clf, aligned = open_models(WorkConfig(model=str(framed)))
-    _, boxed = open_models(WorkConfig(model=str(framed), crop="box"))
-    assert clf.spec.framing == TEMPLATE and aligned.framing == TEMPLATE
-    assert plain.framing is None and boxed.framing is None
-    found, crops = faces_in(img, aligned)
-    assert all(c.shape[0] == c.shape[1] for c in crops)
-    assert [c.shape for c in crops] != [c.shape for c in faces_in(img, plain)[1]]
+    _, plain = open_models(WorkConfig.build(model=str(exported["onnx"])))
+    clf, aligned = open_models(WorkConfig.build(model=str(framed)))
+    _, boxed = open_models(WorkConfig.build(model=str(framed), crop="box"))
+    assert clf.spec.framing == TEMPLATE and aligned.framer.framing == TEMPLATE
+    assert plain.framer.framing is None and boxed.framer.framing is None
+    found, cut = faces_in(img, aligned)
+    assert all(c.shape[0] == c.shape[1] for c in cut.crops)
+    assert [c.shape for c in cut.crops] != [c.shape for c in faces_in(img, plain)[1].crops]
     with pytest.raises(InputError, match="crop must be one of"):
-        WorkConfig(crop="aligned")
+        WorkConfig.build(crop="aligned")
 
 
 def test_a_view_scales_the_framed_square_about_its_centre():
     """A picture's wider and tighter views: the same centre, the side times ``scale``, by the box rule
     and by the landmark warp alike."""
     img = np.random.default_rng(4).integers(0, 255, (200, 200), dtype=np.uint8)
-    tight = faces.frame_face(img, Face(60, 50, 80, 80), TEMPLATE, scale=0.8)  # side 80, centre (100, 94)
+    tight = crops.frame_face(img, Face(60, 50, 80, 80), TEMPLATE, scale=0.8)  # side 80, centre (100, 94)
     assert tight.shape == (80, 80) and np.abs(tight.astype(int) - img[54:134, 60:140]).max() <= 1
     marks = tuple((np.reshape(TEMPLATE.landmarks, (-1, 2)) * 80 + (30, 10)).ravel())  # square (30, 10), side 80
-    wide = faces.frame_face(img, Face(40, 20, 60, 60, 0.9, marks), TEMPLATE, "other", scale=1.25)
+    wide = crops.frame_face(img, Face(40, 20, 60, 60, 0.9, marks), TEMPLATE, "other", scale=1.25)
     assert wide.shape == (100, 100) and np.abs(wide.astype(int) - img[0:100, 20:120]).max() <= 1
 
 
 def test_pictures_get_three_views_of_a_framed_face_and_video_frames_one(tmp_path, exported, photos):
     """Faces in pictures cropped with a framing are classified as their framed crop and its views
     crop_spread wider and tighter, averaged; video frames, box crops and crop_spread=0 get one crop."""
-    from fer_export.batch.work import faces_in, open_models, per_face
+    from fer_export.batch.models import open_models
+    from fer_export.batch.per_input import faces_in
     from training.face_template import stamp
 
     framed = stamp(exported["onnx"], tmp_path / "framed.onnx", TEMPLATE)
     img = cv2.imread(str(photos / "fr_two_people.jpg"))
-    clf, det = open_models(WorkConfig(model=str(framed), crop_spread=0.2))
-    found, crops = faces_in(img, det, still=True)
-    assert len(found) == 2 and len(crops) == 6 and det.views == (1.0, 0.8, 1.2)
+    clf, det = open_models(WorkConfig.build(model=str(framed), crop_spread=0.2))
+    found, cut = faces_in(img, det, still=True)
+    assert len(found) == 2 and len(cut) == 6 and cut.views == 3 and det.framer.views == (1.0, 0.8, 1.2)
     for k, face in enumerate(found):
-        for v, scale in enumerate(det.views):
-            np.testing.assert_array_equal(crops[3 * k + v], faces.frame_face(img, face, TEMPLATE, "yunet", scale))
-    assert len(faces_in(img, det)[1]) == 2  # a video frame
-    assert len(faces_in(img, open_models(WorkConfig(model=str(framed), crop_spread=0))[1], still=True)[1]) == 2
-    assert len(faces_in(img, open_models(WorkConfig(model=str(framed), crop="box"))[1], still=True)[1]) == 2
-    probs = clf.predict(crops)
-    averaged = per_face(probs, 2)
+        for v, scale in enumerate(det.framer.views):
+            np.testing.assert_array_equal(cut.crops[3 * k + v], crops.frame_face(img, face, TEMPLATE, "yunet", scale))
+    frame = faces_in(img, det)[1]  # a video frame
+    assert (len(frame), frame.views) == (2, 1)
+    one = open_models(WorkConfig.build(model=str(framed), crop_spread=0))[1]
+    assert len(faces_in(img, one, still=True)[1]) == 2
+    assert len(faces_in(img, open_models(WorkConfig.build(model=str(framed), crop="box"))[1], still=True)[1]) == 2
+    probs = clf.predict(cut.crops)
+    averaged = cut.average(probs)
     np.testing.assert_allclose(averaged, probs.reshape(2, 3, -1).mean(axis=1))
     np.testing.assert_allclose(averaged.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(frame.average(probs[:2]), probs[:2])  # one view: the crop's own
+    with pytest.raises(ValueError, match="5 rows of probabilities for 6 crops"):
+        cut.average(probs[:5])
     for bad in (-0.1, 0.6, "0.2", True):
         with pytest.raises(InputError, match="crop_spread must be a number|crop spread must be in"):
-            WorkConfig(crop_spread=bad)
+            CropSettings(crop_spread=bad)
+
+
+def test_a_spread_that_cannot_apply_is_refused(tmp_path, exported):
+    """--crop-spread with --crop box is refused when the settings are made (a Python caller too), and
+    with a model that has no framing when the detector opens; a spread of 0 (one crop) always passes."""
+    for given in ({"crop": "box", "crop_spread": 0.3}, {"crop": "box", "crop_spread": 0.22}):
+        with pytest.raises(InputError, match="--crop-spread .* --crop box cuts one square per face") as exc:
+            CropSettings(**given)
+        assert "\n" not in str(exc.value)
+        with pytest.raises(InputError, match="--crop box"):
+            WorkConfig.build(detector="haar", **given)
+    assert CropSettings(crop="box").spread == 0 and CropSettings(crop="box", crop_spread=0).spread == 0
+    assert CropSettings().spread == CropSettings(crop_spread=None).spread > 0
+    from fer_export.batch.models import open_models
+
+    with pytest.raises(InputError, match="has no framing"):  # the tiny export has none
+        open_models(WorkConfig.build(model=str(exported["onnx"]), crop_spread=0.3))
+    assert open_models(WorkConfig.build(model=str(exported["onnx"]), crop_spread=0))[1].framer.views == (1.0,)
+    assert open_models(WorkConfig.build(model=str(exported["onnx"])))[1].framer.views == (1.0,)
+
+
+def test_face_crops_carry_their_views():
+    """A framer's crops know how many views each face has; a video frame's faces get one."""
+    img = np.random.default_rng(5).integers(0, 255, (200, 200), dtype=np.uint8)
+    boxes = [Face(20, 20, 60, 60), Face(110, 100, 70, 70)]
+    framer = Framer(TEMPLATE, "yunet", CropSettings(crop_spread=0.1))
+    cut = framer.crops(img, boxes, still=True)
+    assert isinstance(cut, FaceCrops) and (len(cut), cut.views) == (6, 3)
+    assert [c.shape for c in cut.crops[:3]] == [(75, 75), (68, 68), (82, 82)]  # 60 * 1.25, times 1, 0.9, 1.1
+    assert (len(framer.crops(img, boxes)), framer.crops(img, boxes).views) == (2, 1)
+    assert framer.crops(img, [], still=True).average(np.zeros((0, 7))).shape == (0, 7)
+    assert Framer(None, "yunet", CropSettings(crop_spread=0.3)).views == (1.0,)  # box crops: one view
 
 
 def test_a_framing_with_a_size_brings_large_faces_down_to_it():
@@ -399,11 +442,11 @@ def test_a_framing_with_a_size_brings_large_faces_down_to_it():
     rng = np.random.default_rng(0)
     big = rng.integers(0, 256, (600, 600, 3), dtype=np.uint8)
     large, small = Face(100, 100, 300, 300), Face(10, 10, 30, 30)
-    assert faces.frame_face(big, large, sized).shape == (48, 48)
-    assert faces.frame_face(big, large, TEMPLATE).shape[0] > 300  # no size: the face's own resolution
-    assert faces.frame_face(big, small, sized).shape == faces.frame_face(big, small, TEMPLATE).shape  # never upscaled
-    expected = cv2.resize(faces.frame_face(big, large, TEMPLATE), (48, 48), interpolation=cv2.INTER_AREA)
-    np.testing.assert_array_equal(faces.frame_face(big, large, sized), expected)
+    assert crops.frame_face(big, large, sized).shape == (48, 48)
+    assert crops.frame_face(big, large, TEMPLATE).shape[0] > 300  # no size: the face's own resolution
+    assert crops.frame_face(big, small, sized).shape == crops.frame_face(big, small, TEMPLATE).shape  # never upscaled
+    expected = cv2.resize(crops.frame_face(big, large, TEMPLATE), (48, 48), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(crops.frame_face(big, large, sized), expected)
 
 
 def test_tracker_follows_a_face_that_moved_more_than_its_boxes_overlap():
@@ -415,3 +458,42 @@ def test_tracker_follows_a_face_that_moved_more_than_its_boxes_overlap():
     assert tr.update([(60, 0, 100, 100), (400, 70, 100, 100)]) == [0, 1]
     assert tr.update([(260, 0, 100, 100)]) == [2]  # two sides away: another face
     assert tr.update([(60, 0, 200, 200)]) == [3]  # twice the size where face 0 was: not the same face
+
+
+# ---- --det-nms: the overlap above which boxes are one face ------------------------------------------
+
+def test_det_nms_sets_which_boxes_are_merged(photos, yunet_model):
+    """A lower --det-nms merges more: at 0 no two kept boxes overlap, at the default none overlap by more
+    than it, and a high one keeps YuNet's near-duplicate boxes of one face. Both YuNet backends and
+    the merge across detection sizes follow it."""
+    img = cv2.imread(str(photos / "df_selfie-many-people.jpg"))  # a crowd: some faces overlap
+    found = {nms: open_detector("yunet", yunet_model, det_nms=nms).detect(img) for nms in (0.0, 0.3, 0.9)}
+    assert DetectionSettings().det_nms == 0.3
+    assert len(found[0.0]) < len(found[0.3]) < len(found[0.9])
+    def most_overlap(kept):
+        return max(_iou(a, b) for a in kept for b in kept if a is not b)
+
+    assert most_overlap(found[0.0]) == 0 and 0 < most_overlap(found[0.3]) <= 0.3 < most_overlap(found[0.9])
+    loose = DetectionSettings(yunet_model=str(yunet_model), det_nms=0.9, min_face=0)
+    ort_net = faces.YuNetDetector(yunet_model, backend="onnxruntime", settings=loose)
+    cv_net = faces.YuNetDetector(yunet_model, backend="opencv", settings=loose)
+    assert len(ort_net._detect(img)) == len(cv_net._detect(img)) > len(faces.YuNetDetector(yunet_model)._detect(img))
+    sizes = {nms: open_detector("yunet", yunet_model, det_sizes=(320, 640), min_face=0, det_nms=nms).detect(img)
+             for nms in (0.3, 0.9)}
+    assert len(sizes[0.9]) > len(sizes[0.3])
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.3", True])
+def test_det_nms_outside_0_1_is_refused(bad):
+    with pytest.raises(InputError, match="det_nms must be a number|NMS overlap must be in \\[0, 1\\)"):
+        DetectionSettings(det_nms=bad)
+    assert DetectionSettings(det_nms=0).det_nms == 0.0 and DetectionSettings(det_nms=0.99).det_nms == 0.99
+
+
+def test_det_nms_is_recorded_only_when_not_the_default(yunet_model):
+    """The journal keeps det_nms only when it differs from the default: a run resumed with another value
+    is refused, and journals without the key mean the default."""
+    plain = open_detector("yunet", yunet_model).recorded()
+    assert "det_nms" not in plain and plain["det_threshold"] == 0.7
+    assert open_detector("yunet", yunet_model, det_nms=0.5).recorded() == plain | {"det_nms": 0.5}
+    assert open_detector("haar", det_nms=0.5).recorded()["det_nms"] == 0.5

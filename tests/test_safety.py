@@ -170,9 +170,9 @@ def test_a_full_disk_mid_run_keeps_what_finished(tmp_path, monkeypatch, tiny_mod
     crops = fer_crops(fer2013, 2)
     args = [*crops, "--model", tiny_model, "--batch-size", 2, "--workers", 1]
     assert batch(*args, "--out", tmp_path / "clean.csv").exit_code == 0
-    from fer_export.batch import results, work
+    from fer_export.batch import commit, results
 
-    monkeypatch.setattr(work, "COMMIT_EVERY_S", 0.0)  # write after every batch, as a slow run does
+    monkeypatch.setattr(commit, "COMMIT_EVERY_S", 0.0)  # write after every batch, as a slow run does
     real, calls = results._fsync, []
 
     def fsync(f):  # the fourth commit hits a full disk
@@ -366,9 +366,9 @@ def test_finished_inputs_are_written_together_at_most_every_commit_interval(tmp_
                                                                          every_s, writes):
     """Writes (two fsyncs each) are grouped by time: the first finished input at once, then at most one
     write per interval, and the end of the run writes the rest; the file is the same."""
-    from fer_export.batch import work
+    from fer_export.batch import commit
 
-    monkeypatch.setattr(work, "COMMIT_EVERY_S", every_s)
+    monkeypatch.setattr(commit, "COMMIT_EVERY_S", every_s)
     real, commits = ResultsWriter.commit, []
 
     def commit(self, finished):
@@ -393,7 +393,7 @@ def test_a_commit_cut_off_before_its_journal_line_ends_the_writing(tmp_path, mon
     from fer_export.batch import results
     from fer_export.batch.results import BatchReport
     from fer_export.batch.sources import Source
-    from fer_export.batch.work import Committer
+    from fer_export.batch.commit import Committer
 
     out = tmp_path / "r.csv"
     sources = [Source(Path(f"{k}.jpg"), f"{k}.jpg", "image", f"/k/{k}.jpg") for k in range(3)]
@@ -506,7 +506,8 @@ def test_the_runs_own_files_in_an_input_folder_are_not_listed_as_skipped(tmp_pat
 
 @pytest.mark.parametrize("options", [dict(batch_size="32"), dict(every_n=2.5), dict(max_faces=True),
                                      dict(resume="no"), dict(det_sizes="1280"), dict(video_fps="5"),
-                                     dict(workers=2.0), dict(min_face=None.__class__)])
+                                     dict(workers=2.0), dict(min_face=None.__class__), dict(det_nms="0.3"),
+                                     dict(crop_spread="0.1")])
 def test_api_options_of_the_wrong_type_are_refused_not_half_used(options):
     from fer_export.batch import BatchConfig
 
@@ -519,7 +520,7 @@ def test_api_takes_one_input_as_a_string_or_a_path():
 
     for given in ("faces", Path("faces"), ["faces"]):
         assert BatchConfig.build(given, "r.csv", det_sizes=1280).inputs == (Path("faces"),)
-    assert BatchConfig.build("faces", "r.csv", det_sizes=1280).work.det_sizes == (1280,)
+    assert BatchConfig.build("faces", "r.csv", det_sizes=1280).work.detection.det_sizes == (1280,)
 
 
 def test_plots_without_matplotlib_are_refused_before_any_input(tmp_path, folder, tiny_model, monkeypatch):

@@ -62,11 +62,11 @@ def symmetric(points: np.ndarray) -> np.ndarray:
 
 def derive(files: list[Path]) -> tuple[Framing, dict]:
     """The framing of these crops, and how many each detector found."""
-    from fer_export.batch.config import WorkConfig
     from fer_export.batch.faces import open_detector
+    from fer_export.batch.settings import DetectionSettings
 
-    yunet = open_detector(WorkConfig(detector="yunet", det_threshold=0.5, min_face=0, det_sizes=(1024,)))
-    haar = open_detector(WorkConfig(detector="haar", min_face=0, det_sizes=(1024,)))
+    yunet = open_detector(DetectionSettings(detector="yunet", det_threshold=0.5, min_face=0, det_sizes=(1024,)))
+    haar = open_detector(DetectionSettings(detector="haar", min_face=0, det_sizes=(1024,)))
     marks, sides = [], []
     boxes: dict[str, list] = {"yunet": [], "haar": []}
     for path in files:

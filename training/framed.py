@@ -10,7 +10,7 @@ placing with the exact square lost nothing.
 A framed view is made the way those pictures are, with training faces only: the face upscaled (cubic)
 to a random side of 96-240 px, put at a random position in a 480x360 picture whose background is
 smooth random noise or the face's own edge pixels repeated, found by the bundled YuNet with fer-batch's
-settings (second looks included), cropped by :func:`fer_export.batch.faces.frame_face` with the given
+settings (second looks included), cropped by :func:`fer_export.batch.crops.frame_face` with the given
 framing, and resized to the input size as the model's preprocessing does (the framed square itself:
 fer-batch also averages a wider and a tighter view of a face in a picture, ``--crop-spread``, which a
 training view does not). A face YuNet does not find keeps its own crop in that view. Views are
@@ -92,12 +92,12 @@ def view_rng(seed: int, index: int, view: int) -> np.random.Generator:
 
 def _views(task: tuple) -> tuple[np.ndarray, np.ndarray]:
     """One worker task: ``views`` framed views of each path. Returns uint8 (V, n, H, W) and found (V, n)."""
-    from fer_export.batch.config import WorkConfig
     from fer_export.batch.faces import open_detector
+    from fer_export.batch.settings import DetectionSettings
 
     start, paths, views, framing, size, method, seed = task
     cv2.setNumThreads(1)
-    detector = open_detector(WorkConfig(), framing)
+    detector = open_detector(DetectionSettings(), framing)  # fer-batch's default detection
     out = np.empty((views, len(paths), *size), np.uint8)
     found = np.zeros((views, len(paths)), bool)
     for i, path in enumerate(paths):
@@ -109,7 +109,7 @@ def _views(task: tuple) -> tuple[np.ndarray, np.ndarray]:
                        if x <= f.x + f.w / 2 <= x + side and y <= f.y + f.h / 2 <= y + side]
             crop = face
             if on_face:
-                crop = detector.crop(image, max(on_face, key=lambda f: f.score or 0.0))  # framed by `framing`
+                crop = detector.framer.crop(image, max(on_face, key=lambda f: f.score or 0.0))  # framed by `framing`
                 found[v, i] = True
             out[v, i] = resize(crop, size, method)
     return out, found

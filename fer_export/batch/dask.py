@@ -15,12 +15,13 @@ reaching their start by decoding every frame from the beginning (slower, always 
 Tracking runs on the client: the IoU tracker is sequential, so once every range of a video is in,
 the client feeds its frames' boxes through :class:`~.tracking.IouTracker` in frame order,
 exactly as the local runner does. Track ids, timestamps and rows are therefore those of local mode;
-probabilities differ only by batch composition (under 1e-5).
+probabilities differ only by batch composition, in their last digits.
 
-Only the client writes, through the same :class:`~.work.Committer`, and only once
+Only the client writes, through the same :class:`~.commit.Committer`, and only once
 all tasks of an input are in, in input order (rows: input order, then frame, then face). A worker
 that dies mid-task is replaced and its tasks run again (Dask's ``allowed-failures``); results reach
 the client once per task, so no row is lost or written twice, and ``--resume`` works as locally.
+The run around this work is :func:`~.runner.run_in`'s, as in local mode.
 """
 from __future__ import annotations
 
@@ -28,18 +29,22 @@ import hashlib
 import threading
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..errors import FerExportError, InputError, require
+from .commit import Committer
 from .config import BatchConfig, WorkConfig, usable_cpus
+from .crops import FaceCrops
+from .models import describe, open_models
+from .per_input import FrameResult, Pending, faces_in, frame_sampler, input_error, input_rows, look_at_image
 from .results import BatchReport
-from .sources import FrameRange, FrameSampler, Source, decode_error, open_video
+from .runner import Log, Todo, run_in
+from .frames import frame_ranges
+from .sources import FrameRange, FrameSampler, Source, decode_error
 from .tracking import IouTracker
-from .work import (FrameResult, Log, Pending, collect, describe, faces_in, finish, input_error, input_rows,
-                   open_models, progress_bar, read_image, sampler_of, start)
 
 #: Consecutive image inputs per task.
 IMAGES_PER_TASK = 32
@@ -91,9 +96,9 @@ class _Classify:
     def __init__(self, clf, times: dict[str, float]):
         self.clf, self.times, self.pending = clf, times, Pending(clf)
 
-    def add(self, result: FrameResult, crops: list[np.ndarray]) -> None:
-        if crops:
-            self.pending.add(result, self.clf.prepare(crops))
+    def add(self, result: FrameResult, crops: FaceCrops) -> None:
+        if len(crops):
+            self.pending.add(result, crops.prepared(self.clf))
             if self.pending.crops >= self.clf.batch_size:
                 self.flush()
         else:
@@ -113,14 +118,9 @@ def run_images(work: WorkConfig, sources: list[Source]) -> TaskResult:
     for source in sources:
         frames, error = [], ""
         try:
-            t0 = time.perf_counter()
-            img, whole = read_image(source.path, detector)
-            t1 = time.perf_counter()
-            faces, crops = faces_in(img, None if whole else detector, still=True)
-            out.times["decode"] += t1 - t0
-            out.times["detect"] += time.perf_counter() - t1
-            frames.append(FrameResult(None, None, faces))
-            classify.add(frames[-1], crops)
+            result, crops = look_at_image(source.path, detector, out.times)
+            frames.append(result)
+            classify.add(result, crops)
         except Exception as exc:  # one bad input never kills the run
             error = input_error(source, exc)
         out.inputs.append((frames, error))
@@ -135,12 +135,10 @@ def run_video_range(work: WorkConfig, source: Source, start: int, stop: int | No
     out = TaskResult([])
     frames, error = [], ""
     classify = _Classify(clf, out.times)
-    decoded = FrameRange(source.path, sampler_of(work), start, stop, seek)
+    decoded = FrameRange(source.path, frame_sampler(work.sampling), start, stop, seek)
     try:
         t0 = time.perf_counter()
         for i, t, img in decoded:
-            if i == start:
-                out.first = _digest(img)
             t1 = time.perf_counter()
             faces, crops = faces_in(img, detector)
             out.times["decode"] += t1 - t0
@@ -153,6 +151,7 @@ def run_video_range(work: WorkConfig, source: Source, start: int, stop: int | No
     classify.flush()
     out.inputs.append((frames, error))
     out.end, out.count = decoded.end, decoded.count
+    out.first = _digest(decoded.first) if decoded.first is not None else None  # used or not
     out.after = _digest(decoded.after) if decoded.after is not None else None
     return out
 
@@ -163,15 +162,7 @@ def video_ranges(source: Source, sampler: FrameSampler,
                  per_task: int = FRAMES_PER_TASK) -> list[tuple[int, int | None]]:
     """``(start, stop)`` frame ranges of ``per_task`` sampled frames each; the last is open-ended so that
     a container that under-counts its frames still gets them all. One range where the count is unknown."""
-    try:
-        cap, fps, count = open_video(source.path)
-        cap.release()
-    except InputError:
-        return [(0, None)]  # the worker will report the same error
-    picks = sampler.picks(fps)
-    sampled = [i for i in range(count) if next(picks)]
-    starts = sampled[::per_task] or [0]
-    return list(zip(starts, [*starts[1:], None]))
+    return frame_ranges(source.path, sampler, per_task)  # the container's count checked, never looped over
 
 
 def used_parts(ranges: list[tuple[int, int | None]], parts: list[TaskResult]) -> list[TaskResult]:
@@ -236,20 +227,35 @@ def run_dask(config: BatchConfig, cluster: str, log: Log = lambda s: None,
     """:func:`~fer_export.batch.run_batch` on a Dask cluster: ``cluster`` is ``local``, ``local:N`` or a
     scheduler address. The same CSV (rows, order, error rows), resume and extras as local mode."""
     started = time.perf_counter()
-    skipped: list = []
-    sources = collect(config, skipped)
-    with connect(cluster) as (client, threads):
-        work = replace(config.work, threads=threads) if threads else config.work
-        models = _on_worker(client.submit(describe_worker, work, pure=False, retries=0))
-        committer, report, todo = start(
-            config, sources, models, log,
-            f"; Dask scheduler {client.scheduler_info()['address']}, {len(client.nthreads())} workers", skipped)
-        try:
-            _Client(client, config, work, sources, committer, models["labels"],
-                    images_per_task, frames_per_task).run(todo)
-        finally:
-            committer.writer.close()
-    return finish(config, sources, report, started)
+    return run_in(_Cluster(config, cluster, images_per_task, frames_per_task), config, log, started)
+
+
+class _Cluster:
+    """A Dask cluster as the run's :class:`~.runner.Place`: connected once the inputs are listed (a
+    refused output starts no cluster); the models open on a worker first, which says what loaded."""
+
+    def __init__(self, config: BatchConfig, cluster: str, images_per_task: int, frames_per_task: int):
+        self.config, self.cluster, self.sizes = config, cluster, (images_per_task, frames_per_task)
+        self.stack, self.note = ExitStack(), ""
+        self.client, self.work, self.labels = None, config.work, []  # set once connected
+
+    def models(self) -> dict:
+        client, threads = self.stack.enter_context(connect(self.cluster))
+        work = self.config.work
+        self.work = replace(work, model=replace(work.model, threads=threads)) if threads else work
+        self.client = client
+        models = _on_worker(client.submit(describe_worker, self.work, pure=False, retries=0))
+        self.labels = models["labels"]
+        self.note = f"; Dask scheduler {client.scheduler_info()['address']}, {len(client.nthreads())} workers"
+        return models
+
+    def process(self, todo: Todo, sources: list[Source], committer: Committer, bar) -> dict[str, float]:
+        client = _Client(self.client, self.work, sources, committer, self.labels, *self.sizes)
+        client.run(todo, bar)
+        return client.timings
+
+    def close(self) -> None:
+        self.stack.close()
 
 
 def _on_worker(future):
@@ -265,8 +271,8 @@ def _on_worker(future):
 class _Client:
     """Submits the tasks, checks and tracks finished videos, hands finished inputs to the committer."""
 
-    def __init__(self, client, config, work, sources, committer, labels, images_per_task, frames_per_task):
-        self.client, self.config, self.work, self.sources = client, config, work, sources
+    def __init__(self, client, work, sources, committer, labels, images_per_task, frames_per_task):
+        self.client, self.work, self.sources = client, work, sources
         self.committer, self.report, self.labels = committer, committer.report, labels
         self.images_per_task, self.frames_per_task = images_per_task, frames_per_task
         self.ranges: dict[int, list[tuple[int, int | None]]] = {}
@@ -276,9 +282,9 @@ class _Client:
     def submit(self, fn, *args, i: int):
         return self.client.submit(fn, self.work, *args, pure=False, retries=RETRIES, priority=-i)
 
-    def plan(self, todo: list[tuple[int, Source]]) -> dict:
+    def plan(self, todo: Todo) -> dict:
         """Submit every task; return ``{future: what it computes}``."""
-        sampler = sampler_of(self.work)
+        sampler = frame_sampler(self.work.sampling)
         jobs, images = {}, [(i, s) for i, s in todo if s.kind != "video"]
         for k in range(0, len(images), self.images_per_task):
             part = images[k:k + self.images_per_task]
@@ -291,31 +297,23 @@ class _Client:
                     jobs[self.submit(run_video_range, s, a, b, True, i=i)] = ("video", i, k, True)
         return jobs
 
-    def run(self, todo: list[tuple[int, Source]]) -> None:
+    def run(self, todo: Todo, bar) -> None:
         from distributed import as_completed
 
-        bar = progress_bar(self.config, todo)
-        try:
-            jobs = self.plan(todo)
+        jobs = self.plan(todo)
+        self.commit_ready()
+        done = as_completed(jobs)
+        for future in done:
+            job, result = jobs.pop(future), _on_worker(future)
+            future.release()
+            for k, v in result.times.items():
+                self.timings[k] += v
+            bar.update(sum(len(frames) for frames, _ in result.inputs))
+            for redo in self.take(job, result):
+                done.add(redo[0])
+                jobs[redo[0]] = redo[1]
             self.commit_ready()
-            done = as_completed(jobs)
-            for future in done:
-                job, result = jobs.pop(future), _on_worker(future)
-                future.release()
-                for k, v in result.times.items():
-                    self.timings[k] += v
-                bar.update(sum(len(frames) for frames, _ in result.inputs))
-                for redo in self.take(job, result):
-                    done.add(redo[0])
-                    jobs[redo[0]] = redo[1]
-                self.commit_ready()
-            self.commit_ready(force=True)
-        except KeyboardInterrupt:  # keep what finished before Ctrl-C
-            self.commit_ready(force=True)
-            raise
-        finally:
-            bar.close()
-        self.report.timings = {k: round(v, 3) for k, v in self.timings.items()}
+        self.commit_ready(force=True)
 
     def take(self, job, result: TaskResult) -> list:
         """Record a task's result; return ``(future, job)`` of tasks to run again."""

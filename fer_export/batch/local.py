@@ -4,10 +4,11 @@ Worker threads take the inputs in order: a video alone, images in runs of consec
 (:class:`_Jobs`). For a video they decode, detect faces, track them and prepare the crops frame by
 frame, and feed a bounded queue; the calling thread stacks the prepared crops of any mix of frames
 into batches and runs the onnxruntime session. A run of images a worker classifies itself, with a
-one-thread session (one session, which the workers share), and hands over the finished results: on crops this uses every core
-for the model with no hand-over per crop (about 1.4x the crops/s of classifying them all on the
-calling thread). The calling thread hands each finished input to the :class:`~.work.Committer`,
-which writes in input order. OpenCV and onnxruntime release the GIL, so the stages overlap.
+one-thread session (one session, which the workers share), and hands over the finished results: on
+crops this uses every core for the model with no hand-over per crop, which is faster than classifying
+them all on the calling thread (how much: benchmarks/README.md, "video_fps.py"). The calling thread
+hands each finished input to the :class:`~.commit.Committer`, which writes in input order. OpenCV and
+onnxruntime release the GIL, so the stages overlap. The run around this work is :func:`~.runner.run_in`'s.
 """
 from __future__ import annotations
 
@@ -18,13 +19,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..runtime import EmotionClassifier
+from .commit import Committer
 from .config import BatchConfig
+from .crops import FaceCrops
+from .models import describe, open_models
+from .per_input import FrameResult, Pending, faces_in, frame_sampler, input_error, input_rows, look_at_image
 from .results import BatchReport
+from .runner import Log, Todo, run_in
 from .sources import FrameSampler, Source, iter_frames
 from .tracking import IouTracker
-from .work import (Committer, FrameResult, Log, Pending, collect, describe, faces_in, finish, input_error,
-                   input_rows, open_models, per_face, progress_bar, read_image, sampler_of, start)
-from ..runtime import EmotionClassifier
 
 #: A part-filled batch waits this long for more crops before it is run anyway. Waiting, rather than
 #: running small batches, leaves the CPU to the producers and keeps batches full.
@@ -37,7 +41,7 @@ class _Frame:
 
     source: int
     result: FrameResult
-    prepared: object  # clf.prepare(crops); None without faces
+    prepared: FaceCrops | None  # the crops prepared for the model; None without faces
     times: dict[str, float]
 
 
@@ -96,10 +100,10 @@ class _Jobs:
 
 class _Models:
     """The run's models, opened in a thread of their own while the inputs are listed (onnxruntime
-    builds a session without holding the GIL; on 3,589 crops the two took a sixth of the run one after
-    the other): the classifier and the detector, then, on the CPU, the one-thread session the workers
-    share for runs of images (a session may run on several threads at once; one thread each leaves
-    a core to each worker)."""
+    builds a session without holding the GIL, and both take a noticeable share of a short run): the
+    classifier and the detector, then, on the CPU, the one-thread session the workers share for runs
+    of images (a session may run on several threads at once; one thread each leaves a core to each
+    worker)."""
 
     def __init__(self, work):
         self.work, self.error = work, None
@@ -160,18 +164,13 @@ class _Producer:
         the rows. A bad image gets its error row; the others go on."""
         out, done, crops = _Images(), [], []
         for i, source in job:
-            t0 = time.perf_counter()
             try:
-                img, whole = read_image(source.path, self.detector)
-                t1 = time.perf_counter()
-                faces, found = faces_in(img, None if whole else self.detector, still=True)
+                result, found = look_at_image(source.path, self.detector, out.times)
             except Exception as exc:  # one bad input never kills the run: OpenCV/PIL raise many types
-                done.append((i, source, input_error(source, exc), 0, 0))
+                done.append((i, source, input_error(source, exc), 0, None))
                 continue
-            out.times["decode"] += t1 - t0
-            out.times["detect"] += time.perf_counter() - t1
-            done.append((i, source, FrameResult(None, None, faces), len(crops), len(found)))
-            crops += found
+            done.append((i, source, result, len(crops), found))
+            crops += found.crops
         probs = None
         if crops:
             try:
@@ -185,9 +184,9 @@ class _Producer:
                 return
             out.times["preprocess"] += t1 - t0
             out.times["infer"] += time.perf_counter() - t1
-        for i, source, result, start, n in done:  # result: a FrameResult, or the input's error
+        for i, source, result, start, found in done:  # result: a FrameResult, or the input's error
             if isinstance(result, FrameResult):
-                result.probs = per_face(probs[start:start + n], len(result.faces)) if n else None
+                result.probs = found.average(probs[start:start + len(found)]) if len(found) else None
                 out.faces, out.frames = out.faces + len(result.faces), out.frames + 1
                 out.rows.append((i, input_rows(source, self.clf.labels, [result])))
             else:
@@ -216,8 +215,8 @@ class _Producer:
             return
         self.put(_Done(i))
 
-    def frame(self, i, result, crops, t0, t1, t2) -> _Frame:
-        prepared = self.clf.prepare(crops) if crops else None
+    def frame(self, i, result, crops: FaceCrops, t0, t1, t2) -> _Frame:
+        prepared = crops.prepared(self.clf) if len(crops) else None
         times = {"decode": t1 - t0, "detect": t2 - t1, "preprocess": time.perf_counter() - t2}
         return _Frame(i, result, prepared, times)
 
@@ -291,63 +290,71 @@ class _Consumer:
 def run_local(config: BatchConfig, log: Log = lambda s: None) -> BatchReport:
     """Classify every face in ``config.inputs`` with threads on this machine; see :func:`~fer_export.batch.run_batch`."""
     started = time.perf_counter()
-    opening = _Models(config.work)
-    try:
-        return _run(config, log, opening, started)
-    finally:
-        opening.close()
+    return run_in(_Local(config), config, log, started)
 
 
-def _run(config: BatchConfig, log: Log, opening: _Models, started: float) -> BatchReport:
-    skipped: list = []
-    sources = collect(config, skipped)
-    clf, detector = opening.models()
-    committer, report, todo = start(config, sources, describe(clf, detector), log, skipped=skipped)
-    bar = progress_bar(config, todo)
-    q: queue.Queue = queue.Queue(maxsize=max(8, 2 * config.work.batch_size))
-    stop = threading.Event()
+class _Local:
+    """This machine as the run's :class:`~.runner.Place`: the models open in a thread while the inputs
+    are listed; worker threads produce, the calling thread classifies and commits."""
 
-    def put(item):
-        while not stop.is_set():
-            try:
-                return q.put(item, timeout=0.1)
-            except queue.Full:
-                pass
-        raise _Stop
+    note = ""
 
-    consumer = _Consumer(clf, sources, committer, report, bar)
-    jobs = _Jobs(todo, config.workers, config.work.batch_size)
-    pool = _start_threads(_Producer(clf, detector, sampler_of(config.work), put, opening.for_workers), jobs,
-                          config.workers, stop)
-    try:
-        remaining = len(todo)
-        consumer.commit_ready()
-        while remaining:
-            try:
-                item = q.get(timeout=IDLE_FLUSH_S if consumer.pending.frames else None)
-            except queue.Empty:  # producers are stuck on slow inputs: run what we have
-                consumer.infer()
-                consumer.commit_ready()
-                continue
-            finished = consumer.take(item)
-            remaining -= finished
-            if consumer.pending.crops >= config.work.batch_size or not remaining:
-                consumer.infer()
-            if finished or not consumer.pending.frames:
-                consumer.commit_ready()
-        consumer.infer()
-        consumer.commit_ready(force=True)
-    except KeyboardInterrupt:  # keep what finished before Ctrl-C
-        consumer.commit_ready(force=True)
-        raise
-    finally:  # the results first: a second Ctrl-C while the workers finish their step loses nothing
-        stop.set()
-        committer.writer.close()
-        bar.close()
-        for t in pool:
+    def __init__(self, config: BatchConfig):
+        self.config, self.opening = config, _Models(config.work)
+        self.stop, self.pool = threading.Event(), []
+
+    def models(self) -> dict:
+        return describe(*self.opening.models())
+
+    def process(self, todo: Todo, sources: list[Source], committer: Committer, bar) -> dict[str, float]:
+        config, (clf, detector) = self.config, self.opening.models()
+        q: queue.Queue = queue.Queue(maxsize=max(8, 2 * config.work.model.batch_size))
+
+        def put(item):
+            while not self.stop.is_set():
+                try:
+                    return q.put(item, timeout=0.1)
+                except queue.Full:
+                    pass
+            raise _Stop
+
+        consumer = _Consumer(clf, sources, committer, committer.report, bar)
+        jobs = _Jobs(todo, config.workers, config.work.model.batch_size)
+        produce = _Producer(clf, detector, frame_sampler(config.work.sampling), put, self.opening.for_workers)
+        self.pool = _start_threads(produce, jobs, config.workers, self.stop)
+        try:
+            _consume(q, consumer, len(todo), config.work.model.batch_size)
+        finally:
+            self.stop.set()
+        return consumer.timings
+
+    def close(self) -> None:
+        """The worker threads, then the thread opening the models, are joined: none outlives the run."""
+        self.stop.set()
+        for t in self.pool:
             t.join()
-    report.timings = {k: round(v, 3) for k, v in consumer.timings.items()}
-    return finish(config, sources, report, started)
+        self.opening.close()
+
+
+def _consume(q: queue.Queue, consumer: _Consumer, remaining: int, batch_size: int) -> None:
+    """Take queue items until ``remaining`` inputs are finished: classify full batches, or what there is
+    once the producers are slow, and commit as inputs finish."""
+    consumer.commit_ready()
+    while remaining:
+        try:
+            item = q.get(timeout=IDLE_FLUSH_S if consumer.pending.frames else None)
+        except queue.Empty:  # producers are stuck on slow inputs: run what we have
+            consumer.infer()
+            consumer.commit_ready()
+            continue
+        finished = consumer.take(item)
+        remaining -= finished
+        if consumer.pending.crops >= batch_size or not remaining:
+            consumer.infer()
+        if finished or not consumer.pending.frames:
+            consumer.commit_ready()
+    consumer.infer()
+    consumer.commit_ready(force=True)
 
 
 def _start_threads(produce: _Producer, jobs: _Jobs, workers: int, stop: threading.Event) -> list[threading.Thread]:

@@ -1,4 +1,4 @@
-"""Batch inputs (torch-free): image and video files found under the paths a user gives, and frames.
+"""Batch inputs (torch-free): image and video files found under the paths a user gives.
 
 A file given explicitly is always an input (a video by its extension, else an image, so a wrong
 file gives an error row rather than vanishing); folders are searched recursively for the known
@@ -6,23 +6,26 @@ extensions; what a folder holds besides is listed as skipped, with the reason. `
 the path as given, or ``FOLDER/relative/path`` for files found in a folder, escaped by
 :func:`escape_name` so that any file name (even one that is not valid UTF-8) fits the CSV.
 ``Source.key`` is the file's real path: ``--resume`` recognises a finished input by it, however
-its path is spelled.
+its path is spelled. Video frames (sampling, times, ranges, frame counts) are :mod:`.frames`'s,
+and importable from here too.
 """
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Iterator, Sequence
 
-import cv2
 import numpy as np
 
 from ..errors import InputError
 from ..folders import IMAGE_EXTENSIONS
+from .frames import FrameRange, FrameSampler, decode_error, estimated_frames, iter_frames, open_video
+
+__all__ = ["CROP_MAX_SIDE", "VIDEO_EXTENSIONS", "FrameRange", "FrameSampler", "Skipped", "Source", "annotated_name",
+           "collect_sources", "count_frames", "decode_error", "escape_name", "is_face_crop", "iter_frames", "kind_of",
+           "open_video", "unescape_name"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 #: Images with both sides at most this many pixels are taken to be face crops (FER2013 crops are
@@ -203,142 +206,7 @@ def is_face_crop(image: np.ndarray) -> bool:
     return max(image.shape[:2]) <= CROP_MAX_SIDE
 
 
-@dataclass(frozen=True)
-class FrameSampler:
-    """Which video frames to use: every ``every_n``-th, or ``fps`` frames per second of video."""
-
-    every_n: int = 1
-    fps: float | None = None
-
-    def __post_init__(self):
-        if self.every_n < 1 or (self.fps is not None and self.fps <= 0):
-            raise InputError(f"need every_n >= 1 and fps > 0, got every_n={self.every_n}, fps={self.fps}")
-
-    def picks(self, video_fps: float) -> Iterator[bool]:
-        """An endless stream saying, frame by frame, whether to use it."""
-        step = self.every_n if self.fps is None or video_fps <= 0 else max(1.0, video_fps / self.fps)
-        i, nxt = 0, 0.0
-        while True:
-            take = i >= nxt - 1e-9
-            if take:
-                nxt += step
-            yield take
-            i += 1
-
-
-def open_video(path: str | Path):
-    """An opened ``cv2.VideoCapture``, its fps and its frame count (0 when unknown)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: not a regular file (a pipe or a device); save the stream to a file first"
-                         if path.exists() else f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty (0 bytes); re-copy or remove it")
-    cap = _capture(path)
-    if not cap.isOpened():
-        cap.release()
-        raise InputError(f"{path}: cannot open this video (corrupt, truncated or an unsupported codec)")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    return cap, fps, max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
-
-
-def _capture(path: Path) -> cv2.VideoCapture:
-    """``cv2.VideoCapture`` on ``path``. OpenCV crashes on a path that is not valid UTF-8, so such a
-    file is opened through a link of a plain name, removed once the file is open."""
-    try:
-        str(path).encode("utf-8")
-        return cv2.VideoCapture(str(path))
-    except UnicodeEncodeError:
-        pass
-    folder = tempfile.mkdtemp(prefix="fer-batch-")
-    try:
-        link = os.path.join(folder, "video" + "".join(c for c in path.suffix if c.isascii()))
-        os.symlink(os.path.abspath(os.fsencode(path)), os.fsencode(link))
-        return cv2.VideoCapture(link)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-class FrameRange:
-    """The sampled frames ``start`` to ``stop`` (None = the end) of a video, as ``(index, timestamp in s,
-    BGR frame)``. ``start`` is reached by seeking (OpenCV's FFmpeg backend seeks to the keyframe before
-    it and decodes forward) or, with ``seek=False``, by decoding every frame before it. Frames are
-    sampled as if decoding had begun at frame 0.
-
-    After iterating: ``end`` is the index after the last frame grabbed, ``count`` the frame count the
-    container declares (0 = unknown), and ``after`` the frame just past ``stop`` when there is one.
-    """
-
-    def __init__(self, path: str | Path, sampler: FrameSampler = FrameSampler(), start: int = 0,
-                 stop: int | None = None, seek: bool = True):
-        self.path, self.sampler, self.start, self.stop, self.seek = Path(path), sampler, start, stop, seek
-        self.end, self.count, self.after = start, 0, None
-
-    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
-        cap, fps, self.count = open_video(self.path)
-        try:
-            if self.start and self.seek:
-                cap.set(cv2.CAP_PROP_POS_FRAMES, self.start)
-                reached = True
-            else:
-                reached = all(cap.grab() for _ in range(self.start))  # False: the video ends before start
-            picks = self.sampler.picks(fps)
-            for _ in range(self.start):
-                next(picks)
-            i = self.start
-            while reached and (self.stop is None or i < self.stop):
-                if not cap.grab():
-                    break
-                if next(picks):
-                    ok, frame = cap.retrieve()
-                    if not ok:
-                        break
-                    self.end = i
-                    yield i, (i / fps if fps > 0 else 0.0), frame
-                i += 1
-                self.end = i
-            if reached and self.stop is not None and i == self.stop and cap.grab():
-                ok, frame = cap.retrieve()
-                self.after = frame if ok else None
-        finally:
-            cap.release()
-
-    def error(self) -> str:
-        """After iterating: the error if decoding stopped before the end the container declares."""
-        return decode_error(self.path, self.end, self.count)
-
-
-def iter_frames(path: str | Path, sampler: FrameSampler = FrameSampler()) -> Iterator[tuple[int, float, np.ndarray]]:
-    """``(frame index, timestamp in s, BGR frame)`` for the sampled frames of a video.
-
-    Frames that decode are yielded; if the video stops before the frame count its container
-    declares, :class:`InputError` is raised after the last good frame (a truncated file).
-    """
-    frames = FrameRange(path, sampler)
-    yield from frames
-    error = frames.error()
-    if error:
-        raise InputError(error)
-
-
-def decode_error(path: str | Path, decoded: int, count: int) -> str:
-    """The error for a video whose decoding stopped after ``decoded`` frames of the ``count`` its
-    container declares; empty when it reached the end."""
-    if decoded == 0:
-        return f"{path}: no frame could be decoded (corrupt or unsupported codec)"
-    if count and decoded < count - 1:  # containers may round the count by one
-        return f"{path}: decoding stopped at frame {decoded} of {count}; the file is truncated or corrupt"
-    return ""
-
-
 def count_frames(source: Source, sampler: FrameSampler) -> int:
-    """How many items a source will yield (for the progress bar); 1 for images, a guess for videos."""
-    if source.kind != "video":
-        return 1
-    try:
-        cap, fps, count = open_video(source.path)
-        cap.release()
-    except InputError:
-        return 1
-    picks = sampler.picks(fps)
-    return max(1, sum(next(picks) for _ in range(count)))
+    """How many items a source will yield (for the progress bar): 1 for an image, a guess for a video
+    (:func:`~.frames.estimated_frames`: bounded, and as fast whatever its container claims)."""
+    return estimated_frames(source.path, sampler) if source.kind == "video" else 1

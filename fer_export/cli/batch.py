@@ -9,12 +9,16 @@ from pathlib import Path
 import click
 
 from ..batch import BatchConfig, run_batch
-from ..batch.config import CROPS, DETECTORS, MIN_DET_SIZE, MIN_DET_THRESHOLD, PROVIDERS, WORK_DEFAULTS as D
 from ..batch.dask import local_workers
 from ..batch.faces import YUNET_ENV, yunet_cache_path
+from ..batch.settings import (CROP_SPREAD, CROPS, DETECTORS, MAX_CROP_SPREAD, MIN_DET_SIZE, MIN_DET_THRESHOLD, OWNER,
+                              CropSettings, DetectionSettings, ModelSettings, SamplingSettings)
 from ..errors import InputError
-from ..runtime import BUNDLED_MODELS, DEFAULT_TIER
-from . import EXIT_INTERRUPTED, UserError, echo_err, exit_with, library_errors
+from ..runtime import BUNDLED_MODELS, DEFAULT_TIER, PROVIDERS
+from . import EXIT_INTERRUPTED, FiniteFloat, UserError, echo_err, exit_with, library_errors
+
+#: Each part's defaults, for the help texts (the parts own them).
+MODEL, DETECTION, CROP, SAMPLING = ModelSettings(), DetectionSettings(), CropSettings(), SamplingSettings()
 
 _path = click.Path(path_type=Path)
 _EPILOG = f"""\b
@@ -28,6 +32,39 @@ YuNet model file, the first found: --yunet-model, ${YUNET_ENV},
 Any YuNet file will do: one with the 2023+ outputs (cls_8 ... kps_32, e.g. the zoo's
 2023mar) runs on onnxruntime, another through cv2.FaceDetectorYN.
 """
+
+
+#: --help's headings, in order, and the options under each: the run's own, then one heading per part of
+#: the settings (its options are the part's fields, so an option added to a part is listed there).
+_PART_TITLES = {"model": "Model", "detection": "Detection", "crops": "Crops", "sampling": "Video frames"}
+SECTIONS = {"outputs": "Outputs", **_PART_TITLES, "running": "Running"}
+_RUN_OPTIONS = {"out": "outputs", "summary": "outputs", "annotate": "outputs", "plots": "outputs",
+                "resume": "outputs", "overwrite": "outputs", "workers": "running", "dask_cluster": "running",
+                "scheduler": "running", "progress": "running", "help": "running"}
+
+
+def section_of(name: str) -> str | None:
+    """The --help heading of the option whose parameter is ``name``; None for one that has none."""
+    key = OWNER.get(name) or _RUN_OPTIONS.get(name)
+    return SECTIONS.get(key) if key else None
+
+
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options under headings, in :data:`SECTIONS` order (click itself
+    prints one "Options" list); an option without a heading would be listed under "Other options"."""
+
+    def format_options(self, ctx, formatter):
+        sections: dict[str, list] = {title: [] for title in (*SECTIONS.values(), "Other options")}
+        help_option = self.get_help_option(ctx)
+        for param in self.get_params(ctx):
+            row = None if isinstance(param, click.Argument) else param.get_help_record(ctx)
+            if row is not None:
+                name = "help" if param is help_option else param.name
+                sections[section_of(name) or "Other options"].append(row)
+        for title, rows in sections.items():
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
 
 
 def _quiet_decoders() -> None:
@@ -63,47 +100,53 @@ def _model(ctx, param, value):
     raise click.BadParameter(f"{value!r} is neither a bundled model ({', '.join(BUNDLED_MODELS)}) nor a file")
 
 
-@click.command(epilog=_EPILOG)
+@click.command(cls=SectionedCommand, epilog=_EPILOG)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(), help="Results CSV: one row per face per image or frame.")
 @click.option("--model", callback=_model, metavar="accurate|fast|PATH",
               help="A bundled model by name (accurate: ResNet18, the most accurate; fast: several times faster, "
                    "a few points less accurate), or an ONNX model exported by `fer-export onnx`.  "
                    f"[default: {DEFAULT_TIER}]")
-@click.option("--provider", type=click.Choice(PROVIDERS), default=D.provider, show_default=True,
+@click.option("--provider", type=click.Choice(PROVIDERS), default=MODEL.provider, show_default=True,
               help="onnxruntime provider; auto = CUDA when usable, else CPU.")
-@click.option("--no-self-check", "self_check", is_flag=True, flag_value=False, default=D.self_check,
+@click.option("--no-self-check", "self_check", is_flag=True, flag_value=False, default=MODEL.self_check,
               help="Run a model file that fails its self-check on this machine anyway (the check runs the "
                    "probe faces the file carries; a bundled model that fails falls back to a correct path).")
-@click.option("--batch-size", type=click.IntRange(1), default=D.batch_size, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1), default=MODEL.batch_size, show_default=True,
               help="Face crops per model call, gathered across files and frames.")
-@click.option("--detector", type=click.Choice(DETECTORS), default=D.detector, show_default=True,
+@click.option("--detector", type=click.Choice(DETECTORS), default=DETECTION.detector, show_default=True,
               help="auto = YuNet (its file ships with fer-export; Haar only if it is missing); none = classify "
                    "each image whole. Images with both sides <= 64 px are always classified whole.")
 @click.option("--yunet-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help=f"Another YuNet .onnx file (any version; see above).  "
                    f"[default: ${YUNET_ENV}, the user cache, else the bundled file]")
-@click.option("--crop", type=click.Choice(CROPS), default=D.crop, show_default=True,
-              help="auto = frame each face as the model's training crops were, when the model file says how "
-                   "(else box); box = a square around the detector's box with 10% margin.")
-@click.option("--crop-spread", type=click.FloatRange(0, 0.5), default=D.crop_spread, show_default=True,
-              help="Pictures (not video frames), framed crops: also classify each face at 1 - S and 1 + S times "
-                   "its crop's side and average the three (S: how much the training crops' framing varies; "
-                   "FER2013's: 22%). 0 = one crop.")
-@click.option("--det-threshold", type=click.FloatRange(MIN_DET_THRESHOLD, 1), default=D.det_threshold, show_default=True,
-              help="YuNet score threshold.")
-@click.option("--det-size", "det_sizes", type=click.IntRange(MIN_DET_SIZE), multiple=True, default=D.det_sizes,
+@click.option("--det-threshold", type=click.FloatRange(MIN_DET_THRESHOLD, 1), default=DETECTION.det_threshold,
+              show_default=True, help="YuNet score threshold.")
+@click.option("--det-size", "det_sizes", type=click.IntRange(MIN_DET_SIZE), multiple=True, default=DETECTION.det_sizes,
               show_default=True,
               help="Long side (px) images are downscaled to for detection; repeat for several scales "
                    "(e.g. --det-size 640 --det-size 1280 for crowds of small faces).")
-@click.option("--look-again", type=click.FloatRange(1, 4), default=D.look_again, show_default=True,
+@click.option("--det-nms", type=FiniteFloat(0, 1, max_open=True), default=DETECTION.det_nms, show_default=True,
+              help="Two face boxes that overlap by more than this (intersection over union, in [0, 1)) are one "
+                   "face, and the higher scored one is kept: YuNet's own boxes, and a face found at several "
+                   "--det-size. Lower merges more (0: no two kept boxes overlap); higher keeps faces that "
+                   "overlap, such as a crowd's.")
+@click.option("--look-again", type=click.FloatRange(1, 4), default=DETECTION.look_again, show_default=True,
               help="A picture (not a video frame) in which no face is found is searched again, enlarged this "
                    "many times, then halfway to it, each as it is and mirrored, then turned 30 degrees either way "
                    "(Haar: enlarged only): small, blurred and tilted faces are often found then. 1 = off.")
-@click.option("--min-face", type=click.IntRange(0), default=D.min_face, show_default=True,
+@click.option("--min-face", type=click.IntRange(0), default=DETECTION.min_face, show_default=True,
               help="Ignore faces whose box is smaller than this (source px, shorter side).")
 @click.option("--max-faces", type=click.IntRange(1), default=None,
               help="Keep at most N faces per image or frame: the largest boxes.  [default: all]")
+@click.option("--crop", type=click.Choice(CROPS), default=CROP.crop, show_default=True,
+              help="auto = frame each face as the model's training crops were, when the model file says how "
+                   "(else box); box = a square around the detector's box with 10% margin.")
+@click.option("--crop-spread", type=FiniteFloat(0, MAX_CROP_SPREAD), default=None,
+              help="Pictures (not video frames), framed crops: also classify each face at 1 - S and 1 + S times "
+                   "its crop's side and average the three (S: how much the training crops' framing varies; "
+                   f"FER2013's: {CROP_SPREAD:.0%}). 0 = one crop. Refused with --crop box, which cuts one square "
+                   f"per face.  [default: {CROP_SPREAD}]")
 @click.option("--every-n", type=click.IntRange(1), default=None, help="Use every N-th video frame.  [default: 1]")
 @click.option("--video-fps", type=click.FloatRange(0, min_open=True), default=None,
               help="Use this many video frames per second instead of --every-n.")
