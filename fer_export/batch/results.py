@@ -1,11 +1,11 @@
 """The results CSV (schema, crash-safe writer, resume) and per-input summaries (torch-free).
 
 Crash safety: the rows of an input are appended together, the CSV is flushed and fsynced, and only
-then is a line ``{"source", "key", "status", "end"}`` appended (and fsynced) to the journal
-``RESULTS.progress``. ``end`` is the CSV's byte length after that input. Resuming truncates the CSV
-to the last journalled ``end`` — dropping rows of an input that was cut off and any partial line a
-``kill -9`` left — and skips the journalled inputs. A journal line that cannot be read (a torn or
-damaged tail) ends the journal there: the inputs after it are done again.
+then is the input's line appended (and fsynced) to the journal ``RESULTS.progress``
+(:mod:`.journal`), with the CSV's byte length after it and a checksum of everything before.
+Resuming checks the journal against the CSV, truncates the CSV to the last journalled length —
+dropping rows of an input that was cut off and any partial line a ``kill -9`` left — and skips the
+journalled inputs; a journal that does not describe the CSV is refused.
 
 The journal's first line, ``{"run": {...}}``, records every setting that changes results (model
 and detector files by sha256, detector options, frame sampling); ``--resume`` refuses a run whose
@@ -15,11 +15,8 @@ settings differ. One process at a time writes a results file: it holds a lock on
 from __future__ import annotations
 
 import csv
-import errno
 import io
-import json
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +25,11 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError, OutputError
 from ..folders import write_file
+from .journal import STATUSES, Chain, hold_lock, journal_path, lock_path, open_own, opener, settings_line, verify
+
+__all__ = ["HEAD", "RESULTS_HEAD", "SUMMARY_HEAD", "STATUSES", "TAIL", "BatchReport", "ResultsWriter", "columns",
+           "journal_path", "labels_of", "lock_path", "make_row", "printable", "read_results", "source_status",
+           "summarize", "write_failed"]
 
 HEAD = ("source", "kind", "frame", "timestamp_s", "face", "track", "x", "y", "w", "h", "det_score",
         "emotion", "confidence")
@@ -35,7 +37,6 @@ HEAD = ("source", "kind", "frame", "timestamp_s", "face", "track", "x", "y", "w"
 RESULTS_HEAD = ",".join(HEAD[:4]) + ","
 SUMMARY_HEAD = "source,kind,track,frames,faces,emotion,"
 TAIL = ("status", "error")
-STATUSES = ("ok", "no_face", "error")
 
 
 def columns(labels: Sequence[str]) -> list[str]:
@@ -81,10 +82,6 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def journal_path(results: str | Path) -> Path:
-    return Path(str(results) + ".progress")
-
-
 def _csv_lines(rows: Sequence[Sequence[str]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
@@ -96,61 +93,12 @@ def write_failed(path: Path, exc: OSError) -> OutputError:
                        "kept: free space or fix the folder, then rerun the same command with --resume")
 
 
-def lock_path(results: str | Path) -> Path:
-    return Path(str(results) + ".lock")
-
-
-def _open_own(path: Path, flags: int) -> int:
-    """``os.open`` of a file fer-batch writes beside the results (its lock, its journal), never through a
-    link to another file and never into a FIFO or device: such a file in its place is an OutputError."""
-    try:
-        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o644)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP or path.is_symlink():
-            raise OutputError(f"{printable(str(path))} is a symbolic link; fer-batch writes this file itself and "
-                              "never through a link: remove it, or choose another --out") from None
-        if exc.errno == errno.ENXIO:  # a FIFO without a reader, a socket
-            raise OutputError(f"{printable(str(path))} is not a regular file (a FIFO or a socket); fer-batch writes "
-                              "this file itself: remove it, or choose another --out") from None
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OutputError(f"{printable(str(path))} is not a regular file (a FIFO, a device or a folder); fer-batch "
-                          "writes this file itself: remove it, or choose another --out")
-    os.set_blocking(fd, True)
-    return fd
-
-
-def _own(path: str, flags: int) -> int:
-    """:func:`_open_own` as ``open()``'s opener."""
-    return _open_own(Path(path), flags)
-
-
-def _lock(results: Path) -> int | None:
-    """Hold the lock of ``results`` (an open descriptor), or raise naming the process that holds it."""
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: no lock
-        return None
-    fd = _open_own(lock_path(results), os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise OutputError(f"{printable(str(results))} is being written by process {holder} (another fer-batch run); "
-                          "wait for it to finish or choose another --out") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
 class ResultsWriter:
     """Appends the rows of finished inputs to the results CSV and journals each input as done.
 
     ``done`` maps each input already finished (by an earlier, resumed run) to its status, by its key
-    (the file's real path; journals of older versions have only its name). ``run`` is what the
-    journal's first line records; a resumed run must match it.
+    (the file's real path). ``run`` is what the journal's first line records (None records ``{}``);
+    a resumed run must match it, and its journal must describe the CSV (:func:`~.journal.verify`).
     """
 
     def __init__(self, path: str | Path, header: Sequence[str], resume: bool = False, overwrite: bool = False,
@@ -158,6 +106,7 @@ class ResultsWriter:
         self.path, self.journal = Path(path), journal_path(path)
         self.done: dict[str, str] = {}
         head = _csv_lines([header]).encode()
+        settings = {"run": run or {}}
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if exists and not resume and not overwrite:
             raise InputError(f"{self.path} already exists; pass --resume to continue the run that wrote it, "
@@ -165,19 +114,19 @@ class ResultsWriter:
         self._csv = self._log = self._lockfd = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lockfd = _lock(self.path)
+            self._lockfd = hold_lock(self.path)
             try:
                 if exists and resume:
-                    end = self._recover(head, run)
+                    end, self._chain = self._recover(head, settings["run"])
                 else:
                     self.path.write_bytes(head)
-                    with open(self.journal, "wb", opener=_own) as f:
-                        f.write(b"" if run is None else _journal_line({"run": run}))
-                    end = len(head)
+                    with open(self.journal, "wb", opener=opener) as f:
+                        f.write(settings_line(settings))
+                    end, self._chain = len(head), Chain(head, settings)
                 self._csv = open(self.path, "r+b")
                 self._csv.truncate(end)
                 self._csv.seek(end)
-                self._log = open(self.journal, "ab", opener=_own)
+                self._log = open(self.journal, "ab", opener=opener)
                 _fsync(self._csv)
             except BaseException:
                 self.close()
@@ -185,36 +134,23 @@ class ResultsWriter:
         except OSError as exc:
             raise write_failed(self.path, exc) from exc
 
-    def _recover(self, head: bytes, run: dict | None) -> int:
-        """Read the journal; return the CSV length to keep."""
+    def _recover(self, head: bytes, run: dict) -> tuple[int, Chain]:
+        """Check the journal against the CSV; drop what a crash left after the last journalled input;
+        return the CSV length to keep and the checksum there."""
         if not self.journal.is_file():
             raise InputError(f"cannot resume {self.path}: its journal {self.journal} is missing, so which inputs "
                              "finished is unknown; rerun with --overwrite")
-        with open(self.path, "rb") as f:
-            first = f.readline()
-        if first != head:
-            raise InputError(f"cannot resume {self.path}: its header differs from this model's columns "
-                             f"({first.decode(errors='replace').strip()!r}); use another --out or --overwrite")
-        os.close(_open_own(self.journal, os.O_RDONLY))  # not through a link, not a FIFO
-        end, good = len(head), 0
-        for k, line in enumerate(self.journal.read_bytes().splitlines(keepends=True) or [b""]):
-            entry = _journal_entry(line)
-            if k == 0 and run is not None and (entry is None or "run" not in entry):
-                raise InputError(f"cannot resume {self.path}: its journal {self.journal} does not begin with the "
-                                 "run's settings, so they cannot be checked; rerun with --overwrite")
-            if entry is None:
-                break  # a torn or damaged line: the journal ends here, what follows is done again
-            if k == 0 and "run" in entry:
-                _check_same_run(self.path, entry["run"], run)
-            elif "run" not in entry:
-                self.done[entry.get("key") or entry["source"]] = entry["status"]
-                end = entry["end"]
-            good += len(line)
-        if end > self.path.stat().st_size:
-            raise InputError(f"cannot resume {self.path}: it is shorter than its journal says; rerun with --overwrite")
-        with open(self.journal, "r+b") as f:
-            f.truncate(good)
-        return end
+        with open(self.path, "rb") as csv_file:
+            first = csv_file.read(len(head))
+            if first != head:
+                first = first.split(b"\n")[0]
+                raise InputError(f"cannot resume {self.path}: its header differs from this model's columns "
+                                 f"({first.decode(errors='replace').strip()!r}); use another --out or --overwrite")
+            fd = open_own(self.journal, os.O_RDWR)  # not through a link, not a FIFO
+            with open(fd, "r+b") as journal:
+                self.done, end, good, chain = verify(csv_file, journal, head, run, self.path)
+                journal.truncate(good)  # a torn or damaged tail: appended lines must follow the good ones
+        return end, chain
 
     def is_done(self, key: str, name: str) -> bool:
         return key in self.done or name in self.done
@@ -225,22 +161,23 @@ class ResultsWriter:
     def commit(self, finished: Sequence[tuple[str, str, str, Sequence[Sequence[str]]]]) -> None:
         """Write ``(source name, key, status, rows)`` for each finished input, then journal them, both
         fsynced. After a commit cut off before its journal line (Ctrl-C, a failed write), callers write
-        nothing more (:class:`~.work.Committer` sees to it): ``--resume`` truncates the CSV to the
+        nothing more (:class:`~.commit.Committer` sees to it): ``--resume`` truncates the CSV to the
         journal and does those inputs again."""
         if not finished:
             return
         try:
-            ends, end = [], self._csv.tell()
+            chain, lines, end = self._chain.copy(), [], self._csv.tell()
             for source, key, status, rows in finished:
-                end += self._csv.write(_csv_lines(rows).encode())
-                ends.append((source, key, status, end))
+                data = _csv_lines(rows).encode()
+                end += self._csv.write(data)
+                lines.append(chain.add(data, source, key, status, end))
             _fsync(self._csv)
-            self._log.write(b"".join(_journal_line({"source": s, "key": k, "status": st, "end": e})
-                                     for s, k, st, e in ends))
+            self._log.write(b"".join(lines))
             _fsync(self._log)
         except OSError as exc:
             raise write_failed(self.path, exc) from exc
-        self.done.update((k, st) for _, k, st, _ in ends)
+        self._chain = chain
+        self.done.update((k, st) for _, k, st, _ in finished)
 
     def close(self) -> None:
         for f in (self._csv, self._log):
@@ -252,38 +189,6 @@ class ResultsWriter:
         if self._lockfd is not None:
             os.close(self._lockfd)
             self._lockfd = None
-
-
-def _journal_line(entry: dict) -> bytes:
-    return json.dumps(entry).encode() + b"\n"
-
-
-def _journal_entry(line: bytes) -> dict | None:
-    """A journal line's entry, or None when the line is torn or damaged."""
-    if not line.endswith(b"\n"):
-        return None  # a partial line from a kill: that input was not committed
-    try:
-        entry = json.loads(line)
-    except ValueError:  # garbage, NUL bytes, invalid UTF-8
-        return None
-    if not isinstance(entry, dict):
-        return None
-    if "run" in entry:
-        return entry if isinstance(entry["run"], dict) else None
-    ok = (isinstance(entry.get("source"), str) and entry.get("status") in STATUSES
-          and isinstance(entry.get("end"), int) and not isinstance(entry["end"], bool) and entry["end"] > 0
-          and isinstance(entry.get("key", ""), str))
-    return entry if ok else None
-
-
-def _check_same_run(path: Path, recorded: dict, run: dict | None) -> None:
-    if run is None:
-        return
-    changed = [f"{k} {recorded.get(k)!r} -> {run.get(k)!r}" for k in sorted(set(recorded) | set(run))
-               if recorded.get(k) != run.get(k)]
-    if changed:
-        raise InputError(f"cannot resume {path}: it was started with other settings ({'; '.join(changed)}); "
-                         "rerun with those settings, or use another --out (or --overwrite) for the new ones")
 
 
 def _fsync(f) -> None:
