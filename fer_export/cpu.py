@@ -34,6 +34,11 @@ class CpuInfo:
         """Whether uint8 x int8 products are summed without saturation (VNNI or AMX)."""
         return "VNNI" in self.features or "AMX" in self.features
 
+    @property
+    def bf16(self) -> bool:
+        """Whether bfloat16 arithmetic runs natively (elsewhere torch emulates it, many times slower)."""
+        return "AVX-512 bf16" in self.features or "AMX" in self.features
+
     def __str__(self) -> str:
         family = f", family/model {self.family}" if self.family else ""
         return f"{self.model} ({', '.join(self.features) or 'no AVX2'}{family})"

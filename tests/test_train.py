@@ -255,3 +255,69 @@ def test_slim_networks_train_export_and_run(fer2013, tmp_path, arch, stem, featu
     assert probs.shape == (2, 7)
     with pytest.raises(Exception, match="no ImageNet weights"):
         build_model(spec, weights="imagenet")
+
+
+def _tiny_dataset(root, per_class=(6, 3)):
+    """DATA/train and DATA/val with ``per_class`` random 16 px faces of each label."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in zip(("train", "val"), per_class):
+        for label in SEED_SPEC.labels:
+            (root / split / label).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(root / split / label / f"{i}.png")
+    return root
+
+
+def test_holdout_split_is_stratified_disjoint_and_seeded():
+    from training.data import holdout_split
+
+    items = [(f"{c}/{i}.png", c) for c in range(3) for i in range((c + 1) * 10)] + [("lone.png", 3)]
+    kept, held = holdout_split(items, 0.2, seed=1)
+    assert sorted(kept + held) == sorted(items) and not set(kept) & set(held)
+    assert [sum(1 for _, c in held if c == k) for k in range(4)] == [2, 4, 6, 0]  # a lone face is never held out
+    assert holdout_split(items, 0.2, seed=1) == (kept, held)
+    assert holdout_split(items, 0.2, seed=2)[1] != held
+    assert kept == [it for it in items if it in kept]  # order kept
+
+
+def test_final_fit_trains_on_val_and_validates_on_a_train_holdout(tmp_path):
+    from training.data import items_root, load_items
+    from training.teacher import relative_paths
+
+    data = _tiny_dataset(tmp_path / "data")
+    config = make_config("fast", data=str(data), out=str(tmp_path / "run"), train_on="train+val", holdout=0.34,
+                         img_size=SIZE, epochs=1, progress=False, batch_size=7)
+    train_items, val_items = load_items(config, SEED_SPEC.labels)
+    assert len(val_items) == 7 * 2 and all("/train/" in str(p) for p, _ in val_items)
+    assert len(train_items) == 7 * (6 - 2 + 3) and not set(train_items) & set(val_items)
+    assert sum("/val/" in str(p) for p, _ in train_items) == 7 * 3
+    assert relative_paths(train_items, items_root(config))[0].startswith("train/")
+    twin = with_overrides(config, train_on="train")
+    assert len(load_items(twin, SEED_SPEC.labels)[0]) == 7 * 4 and load_items(twin, SEED_SPEC.labels)[1] == val_items
+    result = train(config, log=lambda _: None)
+    assert result.metrics["data"] == {"train_on": "train+val", "train_images": 49, "val_images": 14,
+                                      "validated_on": "0.34 of train, held out"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train_on": "train+val"}, "give --holdout"),
+    ({"holdout": 0.7}, "holdout must be a share"),
+    ({"holdout": float("nan")}, "holdout must be a finite number"),
+    ({"train_on": "everything"}, "train_on must be one of"),
+])
+def test_data_protocol_errors(overrides, message):
+    with pytest.raises(InputError, match=message):
+        make_config("fast", data="d", out="o", **overrides)
+
+
+def test_bf16_auto_follows_the_device():
+    from fer_export.cpu import cpu_info
+    from training.train import resolve_bf16
+
+    cpu = torch.device("cpu")
+    assert resolve_bf16(True, cpu) is True and resolve_bf16(False, cpu) is False
+    assert resolve_bf16(None, cpu) == cpu_info().bf16
+    assert make_config("fast").bf16 is None and make_config("seed").bf16 is False

@@ -8,8 +8,8 @@ import click
 from fer_export.cli import EXIT_FAILED, EXIT_OK, library_errors
 from fer_export.spec import ARCHITECTURES
 
-from .config import (AUGS, DEVICES, FREEZES, LAYER_LRS, OPTIMIZERS, RECIPES, SCHEDULES, TEACHER_VIEWS, Recipe,
-                     make_config)
+from .config import (AUGS, DEVICES, FREEZES, LAYER_LRS, OPTIMIZERS, RECIPES, SCHEDULES, TEACHER_VIEWS, TRAIN_ON,
+                     Recipe, make_config)
 
 EXIT_INTERRUPTED = 130
 
@@ -21,13 +21,13 @@ training_history.png, confusion_matrix.png, classification_report.txt and metric
 \b
 Recipes (every option below overrides the recipe's value):
   seed  ResNet18 at 224 px, the seed's PIL augmentation, AdamW lr 1e-3 with per-layer lrs
-        (stem/layer1/layer2 x0.1, layer3 x0.3, layer4 x0.5, fc x1), wd 0.01, ReduceLROnPlateau
-        (0.5, patience 2) on val loss, grad clip 1.0, batch 64, 30 epochs.
+        (stem conv1+bn1, layer1, layer2 x0.1, layer3 x0.3, layer4 x0.5, fc x1), wd 0.01,
+        ReduceLROnPlateau (0.5, patience 2) on val loss, grad clip 1.0, batch 64, 30 epochs.
   fast  The seed's ResNet18 at 96 px (FER2013's 48 px crops upsampled 2x), trained from scratch
         on a CPU: in-memory data with batch augmentation in torch (flip, rotation 15, scale
         0.85-1.15, shift 10 %, random erasing), SGD nesterov lr 0.1 one-cycle, wd 5e-4, label
-        smoothing 0.1, bf16, channels_last, batch 128, 30 epochs, flip-TTA accuracy reported
-        beside plain accuracy.
+        smoothing 0.1, bf16 where computed natively, channels_last, batch 128, 30 epochs,
+        flip-TTA accuracy reported beside plain accuracy.
 
 \b
 Weights: nothing is downloaded unless asked. The default is --weights none (random init).
@@ -51,6 +51,12 @@ matrix and metrics are then the average's). Usually with --schedule constant, e.
   fer-train --recipe fast --weights RUN/last.pth --schedule constant --lr 0.01 --epochs 12 --swa 12
 
 \b
+Selection that leaves DATA/val a test: --holdout 0.05 validates, and picks best_model.pth, on a
+seeded 5 % of each class of DATA/train; score DATA/val once at the end with fer-eval. A final fit
+on all labelled data adds --train-on train+val to the same command, once its train-only twin (the
+command without it) has given the honest DATA/val score; with --swa no epoch is chosen at all.
+
+\b
 Ctrl-C stops after keeping the last completed epoch; continue with --resume RUN_DIR
 (--epochs may be raised for the plateau schedule). Exit codes: 0 done, 2 usage or input
 error, 130 interrupted.
@@ -61,6 +67,11 @@ error, 130 interrupted.
 @click.option("--data", type=click.Path(file_okay=False), help="Dataset root holding train/ and val/.")
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (RUN_DIR) to write.")
 @click.option("--val", type=click.Path(file_okay=False), help="Validation folder (default DATA/val).")
+@click.option("--train-on", type=click.Choice(TRAIN_ON),
+              help="train, or train+val: the validation folder is trained on too (needs --holdout) [default: train].")
+@click.option("--holdout", type=float,
+              help="Validate (and choose the best epoch) on this share of the training split, e.g. 0.05, "
+                   "instead of the validation folder, which then stays a test [default: 0].")
 @click.option("--recipe", type=click.Choice(sorted(RECIPES)), default="seed", show_default=True,
               help="Preset the other options start from.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False),
@@ -80,7 +91,9 @@ error, 130 interrupted.
 @click.option("--grad-clip", type=float, help="Max gradient norm (0 = off).")
 @click.option("--label-smoothing", type=float, help="Label smoothing of the training loss.")
 @click.option("--mixup", type=float, help="Mixup alpha (0 = off).")
-@click.option("--bf16/--no-bf16", default=None, help="bfloat16 autocast (CPU AMX/AVX512-bf16 or CUDA).")
+@click.option("--bf16/--no-bf16", default=None,
+              help="bfloat16 autocast [default: the recipe's; fast: on where CUDA or the CPU (AVX-512 bf16, "
+                   "AMX) computes it natively, since other CPUs emulate it many times slower].")
 @click.option("--channels-last/--no-channels-last", default=None, help="NHWC memory format.")
 @click.option("--tta/--no-tta", default=None, help="Also report horizontal-flip TTA val accuracy.")
 @click.option("--teacher", type=click.Path(exists=True, dir_okay=False, resolve_path=True),

@@ -33,7 +33,7 @@ TEACHER_MODELS = (".onnx", ".pth", ".pt")  # teacher files that are models (run 
 TEACHER_LOGITS = (".npz", ".npy")  # teacher files that hold precomputed logits
 #: Float fields, each of which must be a finite number (``--lr nan`` once trained to NaN weights and exited 0).
 FLOAT_FIELDS = ("lr", "weight_decay", "grad_clip", "label_smoothing", "mixup", "kd_alpha", "kd_temperature", "degrade",
-                "framed")
+                "framed", "holdout")
 #: What a teacher sees: "clean" (each training image un-augmented, once per run) or "augmented" (each
 #: batch as the student sees it, every step: consistent teaching, Beyer et al. 2022).
 TEACHER_VIEWS = ("clean", "augmented")
@@ -42,6 +42,9 @@ SCHEDULES = ("plateau", "onecycle", "cosine", "constant")
 LAYER_LRS = ("seed", "uniform")
 FREEZES = ("auto", "seed", "none")
 DEVICES = ("auto", "cpu", "cuda")
+#: What a run trains on: the training split, or the training and validation splits together (a final fit
+#: once the recipe is fixed; its validation is then a fold held out of the training split, --holdout).
+TRAIN_ON = ("train", "train+val")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +66,8 @@ class Recipe:
     grad_clip: float = 1.0  # max gradient norm (0 = no clipping)
     label_smoothing: float = 0.0  # CrossEntropyLoss label smoothing
     mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 = off
-    bf16: bool = False  # bfloat16 autocast (CPU with AMX/AVX512-bf16, or CUDA)
+    bf16: bool | None = False  # bfloat16 autocast; None = where the device computes it natively (CUDA, or a CPU
+    # with AVX-512 bf16 or AMX): elsewhere the CPU emulates it, many times slower than float32
     channels_last: bool = False  # NHWC memory format (faster convolutions on CPU oneDNN and tensor cores)
     tta: bool = False  # also report horizontal-flip test-time-augmented val accuracy
     kd_alpha: float = 0.5  # weight of the distillation term (0 = hard labels only, 1 = teacher only); needs a teacher
@@ -81,11 +85,10 @@ SEED = Recipe()
 
 #: A from-scratch recipe sized for a 2-core CPU: the seed's own ResNet18 at 96 px (FER2013's 48 px
 #: crops upsampled 2x, so layer1 works at 24x24), in-memory data with batch augmentation in torch,
-#: SGD + one-cycle, bf16, label smoothing. Measured train step at 96, bf16, batch 128: 177 img/s
-#: (2.7 min an epoch); resnet18_s1 at 48 does 4x the work per image (51 img/s).
+#: SGD + one-cycle, bf16 where the device has it, label smoothing.
 FAST = Recipe(arch="resnet18", img_size=96, aug="tensor", optimizer="sgd", lr=0.1, layer_lrs="uniform",
               weight_decay=5e-4, schedule="onecycle", epochs=30, batch_size=128, label_smoothing=0.1,
-              bf16=True, channels_last=True, tta=True)
+              bf16=None, channels_last=True, tta=True)
 
 RECIPES: dict[str, Recipe] = {"seed": SEED, "fast": FAST}
 
@@ -97,6 +100,9 @@ class TrainConfig(Recipe):
     recipe: str = "seed"  # name of the recipe the other fields started from
     data: str = ""  # dataset root holding train/ and val/ in Kaggle layout (DATA/<split>/<emotion>/*.jpg)
     val: str | None = None  # validation folder (default DATA/val)
+    train_on: str = "train"  # "train", or "train+val": the validation folder's images are trained on too
+    holdout: float = 0.0  # validate on this share of the training split instead (stratified, seeded; 0 = off):
+    # epochs and checkpoints are then chosen on faces of the training split, and the validation folder stays a test
     teacher: str | None = None  # distil from: a model (.onnx, .pth, .pt) or precomputed train logits (.npz, .npy)
     out: str = "runs/fer"  # run folder: checkpoints, history, plots, report, metrics
     limit_per_class: int | None = None  # seeded sample of at most N images per class (train and val)
@@ -140,7 +146,7 @@ def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
 
 def _problems(c: TrainConfig) -> list[str]:
     checks = [("arch", ARCHITECTURES), ("aug", AUGS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-              ("layer_lrs", LAYER_LRS), ("freeze", FREEZES), ("device", DEVICES)]
+              ("layer_lrs", LAYER_LRS), ("freeze", FREEZES), ("device", DEVICES), ("train_on", TRAIN_ON)]
     p = [f"{name} must be one of {choices}, got {getattr(c, name)!r}"
          for name, choices in checks if getattr(c, name) not in choices]
     bad = [name for name in FLOAT_FIELDS
@@ -194,6 +200,13 @@ def _problems(c: TrainConfig) -> list[str]:
         p.append(f"framed_views must be at least 1, got {c.framed_views}")
     if not 0 <= c.swa <= c.epochs:
         p.append(f"swa must be between 0 and epochs ({c.epochs}), got {c.swa}")
+    if not 0 <= c.holdout <= 0.5:
+        p.append(f"holdout must be a share of the training split in [0, 0.5], got {c.holdout}")
+    elif c.train_on == "train+val" and not c.holdout:
+        p.append("train_on train+val trains on the validation folder, so it cannot validate: give --holdout F "
+                 "(e.g. 0.05) to validate on a share of the training split")
+    if c.bf16 not in (None, True, False):
+        p.append(f"bf16 must be true, false or none (auto), got {c.bf16!r}")
     if c.limit_per_class is not None and c.limit_per_class < 1:
         p.append(f"limit_per_class must be at least 1, got {c.limit_per_class}")
     if c.data and c.out and is_inside(c.out, c.data):

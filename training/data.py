@@ -7,6 +7,8 @@ logits (one row per item, see :mod:`training.teacher`) they yield ``(x, y, teach
 from __future__ import annotations
 
 import hashlib
+import os
+import random
 from pathlib import Path
 from typing import Sequence
 
@@ -55,10 +57,41 @@ def cache_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "cache"
 
 
-def load_items(config: TrainConfig, labels: Sequence[str]) -> tuple[list, list]:
-    """``(train_items, val_items)``, each a list of ``(path, class index)``."""
+def items_root(config: TrainConfig) -> Path:
+    """The folder every training item lies under (teacher logits files name items relative to it)."""
     train, val = split_dirs(config)
-    return tuple(labelled_images(d, labels, config.limit_per_class, config.seed) for d in (train, val))
+    return train if config.train_on == "train" else Path(os.path.commonpath([os.path.abspath(train), os.path.abspath(val)]))
+
+
+def load_items(config: TrainConfig, labels: Sequence[str]) -> tuple[list, list]:
+    """``(train_items, val_items)``, each a list of ``(path, class index)``.
+
+    With ``holdout`` the validation items are that share of the training split (and are not trained on);
+    with ``train_on="train+val"`` the validation folder's items join the training items.
+    """
+    train_dir, val_dir = split_dirs(config)
+    train, val = (labelled_images(d, labels, config.limit_per_class, config.seed) for d in (train_dir, val_dir))
+    if not config.holdout:
+        return train, val
+    train, held = holdout_split(train, config.holdout, config.seed)
+    if config.train_on == "train+val":
+        train = sorted(train + val)
+    return train, held
+
+
+def holdout_split(items: Items, share: float, seed: int = 0) -> tuple[list, list]:
+    """``(kept, held)``: ``share`` of each class's items held out (at least one of a class with two or
+    more), chosen with ``seed``; both keep the items' order."""
+    by_class: dict[int, list[int]] = {}
+    for i, (_, label) in enumerate(items):
+        by_class.setdefault(label, []).append(i)
+    rng = random.Random(seed)
+    held: set[int] = set()
+    for label in sorted(by_class):
+        members = by_class[label]
+        n = min(len(members) - 1, max(1, round(len(members) * share))) if len(members) > 1 else 0
+        held.update(rng.sample(members, n))
+    return ([it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held])
 
 
 class FolderDataset(Dataset):

@@ -30,6 +30,7 @@ softmax ignores a per-row shift)::
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from fer_export.spec import SEED_SPEC, ModelSpec
 
 from .augment import standardize
 from .config import TEACHER_LOGITS, TEACHER_MODELS, TrainConfig
-from .data import Items, cache_dir, decode_items, items_fingerprint, split_dirs
+from .data import Items, cache_dir, decode_items, items_fingerprint, items_root
 
 BATCH_SIZE = 128  # images per teacher forward pass
 
@@ -85,8 +86,8 @@ def _first_line(exc: BaseException) -> str:
 
 def relative_paths(items: Items, root: str | Path) -> list[str]:
     """Each item's path relative to ``root``, with ``/`` separators (the ``paths`` of an ``.npz`` teacher)."""
-    root = Path(root)
-    return [Path(p).relative_to(root).as_posix() for p, _ in items]
+    root = Path(os.path.abspath(root))
+    return [Path(os.path.abspath(p)).relative_to(root).as_posix() for p, _ in items]
 
 
 def _check_labels(found: Sequence[str], labels: Sequence[str], path: Path, what: str) -> None:
@@ -223,7 +224,7 @@ def soft_targets(config: TrainConfig, spec: ModelSpec, items: Items, run_dir: st
     """
     path = Path(config.teacher)
     sha = teacher_sha256(path, expect_sha256)
-    root = split_dirs(config)[0]
+    root = items_root(config)
     key = hashlib.sha1(f"{sha}\n{items_fingerprint(items)}".encode()).hexdigest()[:12]
     cache = cache_dir(run_dir) / f"teacher_{key}.npz"
     if cache.is_file():

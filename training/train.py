@@ -49,6 +49,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
+def resolve_bf16(wanted: bool | None, device: torch.device) -> bool:
+    """``--bf16`` as given, or (None) whether ``device`` computes bfloat16 natively."""
+    if wanted is not None:
+        return wanted
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    from fer_export.cpu import cpu_info
+
+    return cpu_info().bf16
+
+
 def create_model(config: TrainConfig, resumed: dict | None = None) -> tuple[nn.Module, ModelSpec]:
     """The network and its spec: from ``last.pth`` when resuming, else from ``config.weights``."""
     size = (config.img_size, config.img_size)
@@ -146,6 +157,7 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
     if config.freeze == "seed" and config.weights == "none":
         log("warning: --freeze seed with --weights none trains only layer3/layer4/fc on top of random features")
     device = resolve_device(config.device)
+    config = with_overrides(config, bf16=resolve_bf16(config.bf16, device))
     torch.manual_seed(config.seed)
     model, spec = create_model(config, resumed)
     config = with_overrides(config, arch=spec.arch)  # a fine-tuned checkpoint brings its own arch
@@ -173,7 +185,9 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
         log(f"resuming {run_dir} after epoch {resumed['epoch']}/{config.epochs}")
     log(f"training {spec.arch} at {spec.input_size[0]}x{spec.input_size[1]} on {device}: "
         f"{train_loader.num_images} train / {len(val_items)} val images, recipe {config.recipe}, aug {config.aug}, "
-        f"freeze {config.resolved_freeze}, {config.optimizer} lr {config.lr:g} {config.schedule}")
+        f"freeze {config.resolved_freeze}, {config.optimizer} lr {config.lr:g} {config.schedule}, "
+        f"{'bf16' if config.bf16 else 'float32'}" + (f", trained on {config.train_on}, validated on a held-out "
+                                                     f"{config.holdout:.0%} of train" if config.holdout else ""))
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     interrupted = False
     try:
@@ -207,6 +221,9 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult
         save_average(run_dir, model, spec, average, train_loader, device, config, state, log)
     metrics = finish(run_dir, model, spec, config, val_loader, val_items, device, state)
     metrics["interrupted"] = interrupted
+    metrics["data"] = {"train_on": config.train_on, "train_images": train_loader.num_images,
+                       "val_images": len(val_items),
+                       "validated_on": f"{config.holdout:g} of train, held out" if config.holdout else "the val folder"}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return TrainResult(run_dir, metrics, interrupted)
 
