@@ -1,26 +1,25 @@
 """Embedding elsewhere: the one-file ONNX artifact in Node.js and in a browser gives Python's probabilities.
 
-The embeddable artifact is an ONNX file exported with ``--with-preprocessing``: raw uint8 gray crops
-in, labels and input format in its metadata. ``examples/node/classify.mjs`` (onnxruntime-node) and
-the page ``examples/web/`` (onnxruntime-web in headless Chromium, driven by playwright-core) read
-that one file and must agree with :class:`fer_export.EmotionClassifier` on the same real face crops.
+The embeddable artifact is an ONNX file exported with ``--with-preprocessing`` (or made from an ONNX
+file by ``fer-export embed``): raw uint8 gray crops in, labels, input format and face framing in its
+metadata. ``examples/node/classify.mjs`` (onnxruntime-node) and the page ``examples/web/``
+(onnxruntime-web in headless Chromium, driven by playwright-core, served by ``examples/serve.mjs``)
+read that one file and must agree with :class:`fer_export.EmotionClassifier` on the same real face
+crops. Faces found in photos: ``tests/test_embed_detect.py``.
 
 Needs Node.js 20.9+ and ``npm ci --ignore-scripts`` in ``examples/``; the browser tests also need
 Debian's ``chromium`` (``apt-get install chromium``; ``$CHROMIUM`` names another binary). Each test
 says what is missing and skips; under ``CI=true`` (where ``.ci/run`` installs all of them) it fails
-instead. The bundled-model tests skip until ``fer-export onnx MODEL.onnx --with-preprocessing`` can
-wrap an existing ONNX file. Run: ``python -m pytest -q tests/test_embed.py``.
+instead. Run: ``python -m pytest -q tests/test_embed.py``.
 """
 from __future__ import annotations
 
 import functools
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import cv2
@@ -68,20 +67,18 @@ def node() -> str:
 
 
 @pytest.fixture(scope="session")
-def examples_server():
-    """``python -m http.server`` on examples/, as a user serves the page; yields its base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(EXAMPLES))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+def examples_server(node):
+    """``node examples/serve.mjs --port 0``, as a user serves the page (cross-origin isolated, with the
+    YuNet file fer-export ships at /web/yunet.onnx); yields the page's URL."""
+    proc = subprocess.Popen([node, "serve.mjs", "--port", "0"], cwd=EXAMPLES, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http://"):
+        proc.kill()
+        pytest.fail(f"serve.mjs did not start: {url}{proc.stderr.read()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -90,8 +87,9 @@ def browser(request, node):
     if not CHROMIUM.is_file():
         unavailable(f"needs Chromium at {CHROMIUM} for the browser test: apt-get install chromium "
                     "(or set $CHROMIUM)")
-    url = request.getfixturevalue("examples_server") + "/web/"
-    return functools.partial(run_example, node, "web/headless.mjs", "--url", url, "--chromium", str(CHROMIUM))
+    url = request.getfixturevalue("examples_server")
+    # --whole: each file is one face, classified whole (the page's "Find faces" unticked)
+    return functools.partial(run_example, node, "web/headless.mjs", "--url", url, "--chromium", str(CHROMIUM), "--whole")
 
 
 @pytest.fixture(params=["node", "browser"])
@@ -230,8 +228,8 @@ def test_node_takes_folders_and_records_a_bad_file_and_goes_on(node, embed_model
 
 
 def test_page_classifies_a_square_dragged_on_a_colour_photo(browser, embed_model, photos):
-    """No detector in the page: a user drags a square around a face. The page's gray (BT.601, as
-    OpenCV's) of Chromium's decoded colours gives what Python gives for the same BGR crop."""
+    """A user drags a square around a face. The page's gray (BT.601, as OpenCV's) of Chromium's
+    decoded colours gives what Python gives for the same BGR crop."""
     photo = photos / "fr_obama-480p.jpg"
     output = browser("--select", "335,45,170", model=embed_model, files=[photo])
     (result,) = output["results"]
@@ -247,14 +245,11 @@ def test_page_classifies_a_square_dragged_on_a_colour_photo(browser, embed_model
 
 @pytest.fixture(scope="session")
 def bundled_embed(tmp_path_factory) -> Path:
-    """The bundled (normalised-input) model with its preprocessing composed in front."""
+    """The bundled (normalised-input) model with its preprocessing composed in front: `fer-export embed`."""
     if not BUNDLED.is_file():
         pytest.skip(f"no bundled model at {BUNDLED}")
     out = tmp_path_factory.mktemp("bundled") / "fer2013_resnet18.embed.onnx"
-    result = fer_export_cli("onnx", BUNDLED, "--with-preprocessing", "-o", out)
-    if result.returncode == 2:
-        pytest.skip("this fer-export cannot make the embeddable graph from an .onnx file yet "
-                    f"(`fer-export onnx MODEL.onnx --with-preprocessing`); it said: {result.stderr.strip()[:160]}")
+    result = fer_export_cli("embed", BUNDLED, "-o", out)
     assert result.returncode == 0, result.stdout + result.stderr
     return out
 
