@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY, tiny_checkpoint
+from conftest import ROOT, TINY, tiny_checkpoint
 from fer_export import __version__
 from fer_export.cli import EXIT_FAILED, EXIT_USAGE
 from fer_export.cli.export import main
@@ -330,3 +330,11 @@ def test_made_from_an_onnx_file_each_by_its_own_command(exported, fer2013, tmp_p
         assert refused.exit_code == 2 and "No such option" in refused.output
     r = cli("onnx", fp32, "--with-preprocessing", "-o", tmp_path / "old.onnx")
     assert r.exit_code == 0 and "deprecated" in r.output and "fer-export embed" in r.output, r.output
+
+
+def test_onnx_file_names_no_file_of_the_exporting_machine(exported):
+    """The exporter's per-node stack traces would publish the user's paths and make the same export differ
+    by where fer-export is installed."""
+    data = exported["onnx"].read_bytes()
+    assert b"stack_trace" not in data
+    assert str(ROOT).encode() not in data and str(exported["onnx"].parent).encode() not in data

@@ -69,8 +69,25 @@ def export_onnx(model, spec: ModelSpec, path: Path, metadata: dict[str, str], *,
         raise ExportError(f"asked for opset {opset} but the exporter wrote opset {got}")
     if flip_below is not None:
         add_uncertain_flip(proto, flip_below)
+    _drop_stack_traces(proto)
     _set_props(proto, metadata)
     onnx.save_model(proto, str(path))
+
+
+#: Node metadata the exporter writes that names the exporting machine's files (a Python stack trace
+#: per node): it would publish the user's paths inside the model and make the same export differ by
+#: where fer-export is installed.
+STACK_TRACE_KEYS = ("pkg.torch.onnx.stack_trace",)
+
+
+def _drop_stack_traces(proto) -> None:
+    for node in [*proto.graph.node, *(n for f in proto.functions for n in f.node)]:
+        keep = [(p.key, p.value) for p in node.metadata_props if p.key not in STACK_TRACE_KEYS]
+        if len(keep) != len(node.metadata_props):
+            del node.metadata_props[:]
+            for key, value in keep:
+                entry = node.metadata_props.add()
+                entry.key, entry.value = key, value
 
 
 def _set_props(proto, metadata: dict[str, str]) -> None:
