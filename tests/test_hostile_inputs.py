@@ -29,6 +29,7 @@ from fer_export.errors import InputError
 from fer_export.image_headers import stated
 from fer_export.image_limits import ImageBudget, read_checked
 from fer_export.preprocess import read_color, read_gray, read_pages
+from fer_export.spec import FER2013_LABELS
 
 BIG = 30000  # a side: 900 megapixels, 2.7 GB as BGR
 
@@ -405,3 +406,86 @@ def test_every_page_of_a_multi_page_tiff_is_read(tmp_path):
     assert int(read_gray(tmp_path / "scan.tif").mean()) == 0  # read_gray reads the first page
     (tmp_path / "one.png").write_bytes(cv2.imencode(".png", np.full((8, 8), 7, np.uint8))[1].tobytes())
     assert [int(p.mean()) for p in read_pages(tmp_path / "one.png")] == [7]
+
+
+# ---- multi-page TIFF: every page is read, as a frame of its input -----------------------------------
+
+def multi_page_tiff(tmp_path: Path, photos: Path) -> tuple[Path, list[Path]]:
+    """A 3-page TIFF: a face crop, a picture with a face, a blank picture; and each page alone as a PNG."""
+    photo = cv2.imread(str(photos / "fr_obama-480p.jpg"))
+    pages = [photo[40:96, 360:416], cv2.resize(photo, None, fx=0.5, fy=0.5), np.full((160, 200, 3), 128, np.uint8)]
+    images = [Image.fromarray(cv2.cvtColor(p, cv2.COLOR_BGR2RGB)) for p in pages]
+    images[0].save(tmp_path / "scan.tif", save_all=True, append_images=images[1:], compression="tiff_deflate")
+    alone = []
+    for k, p in enumerate(pages):
+        cv2.imwrite(str(tmp_path / f"page{k}.png"), p)
+        alone.append(tmp_path / f"page{k}.png")
+    return tmp_path / "scan.tif", alone
+
+
+def test_fer_batch_reads_every_page_as_a_frame(tmp_path, photos, exported, yunet_model):
+    scan, alone = multi_page_tiff(tmp_path, photos)
+    for detector in ("none", "yunet"):
+        out, ref = tmp_path / f"{detector}.csv", tmp_path / f"{detector}-alone.csv"
+        args = ["--model", exported["onnx"], "--detector", detector, "--yunet-model", yunet_model, "--batch-size", 2]
+        assert fer_batch(scan, "--out", out, *args).exit_code == 0
+        assert fer_batch(*alone, "--out", ref, *args).exit_code == 0
+        df, pages = read_results(out), read_results(ref)
+        assert list(df.frame.unique()) == [0, 1, 2] and pages.frame.isna().all()
+        assert (df.status != "error").all() and (df.kind == "image").all()
+        # each page's rows are those of the page alone, with its number as the frame; the probabilities
+        # within the last gray level's worth (OpenCV's TIFF and PNG decoders turn colour to gray apart)
+        probs = list(FER2013_LABELS) + ["confidence"]
+        fixed = [c for c in df.columns if c not in probs and c not in ("source", "frame")]
+        assert df[fixed].reset_index(drop=True).equals(pages[fixed].reset_index(drop=True)), (df, pages)
+        np.testing.assert_allclose(df[probs].to_numpy(float), pages[probs].to_numpy(float), atol=2e-3)
+        counts = df.groupby("frame").size().to_dict()
+        assert counts == {0: 1, 1: len(pages[pages.source == str(alone[1])]), 2: 1}
+    assert df[df.frame == 1].status.eq("ok").all() and df[df.frame == 2].status.tolist() == ["no_face"]
+    one = read_results(tmp_path / "none.csv")
+    assert one.status.tolist() == ["ok"] * 3  # without a detector, each page is classified whole
+
+
+def test_a_page_that_fails_keeps_the_pages_before_it(tmp_path, photos, exported, monkeypatch):
+    """A page that does not decode (read_pages raises after the pages before it) ends its input with
+    an error row; the pages before it keep their rows, numbered as pages of several."""
+    import fer_export.batch.per_input as per_input
+
+    scan, _ = multi_page_tiff(tmp_path, photos)
+
+    def two_then_broken(path, color=False):
+        pages = read_pages(path, color)
+        if path != scan:
+            yield from pages
+            return
+        yield next(pages)
+        yield next(pages)
+        raise InputError(f"{path}: page 2 of 3 cannot be decoded (corrupt)")
+
+    monkeypatch.setattr(per_input, "read_pages", two_then_broken)
+    res = fer_batch(scan, photos / "fer_justin.jpg", "--out", tmp_path / "r.csv", "--model", exported["onnx"],
+                    "--detector", "none")
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    df = read_results(tmp_path / "r.csv")
+    assert df.status.tolist() == ["ok", "ok", "error", "ok"] and "page 2 of 3" in df.error.iloc[2], df
+    assert df.frame.iloc[:2].tolist() == [0, 1] and df.source.iloc[-1] == str(photos / "fer_justin.jpg")
+
+
+@pytest.fixture(scope="module")
+def dask_threads():
+    """An in-process Dask cluster of two one-thread workers (as tests/test_dask.py's)."""
+    distributed = pytest.importorskip("distributed", reason="needs dask[distributed] (pip install 'fer-export[dask]')")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as c:
+        yield c.scheduler_address
+
+
+def test_pages_on_dask_as_in_local_mode(tmp_path, photos, exported, yunet_model, dask_threads):
+    from test_dask import assert_same_rows, local_and_dask
+
+    scan, alone = multi_page_tiff(tmp_path, photos)
+    local, dask, a, b = local_and_dask(tmp_path, [alone[0], scan, photos / "fer_justin.jpg"], dask_threads,
+                                       model=exported["onnx"], yunet_model=yunet_model)
+    assert_same_rows(a, b)
+    df = read_results(b)
+    assert df[df.source == str(scan)].frame.unique().tolist() == [0, 1, 2] and dask.return_code == 0
+    assert (dask.frames, dask.faces) == (local.frames, local.faces) and dask.frames == 5

@@ -36,10 +36,11 @@ import numpy as np
 
 from ..errors import FerExportError, InputError, require
 from .commit import Committer
-from .config import BatchConfig, WorkConfig, usable_cpus
+from .config import BatchConfig, WorkConfig, check_workers, usable_cpus
 from .crops import FaceCrops
 from .models import describe, open_models
-from .per_input import FrameResult, Pending, faces_in, frame_sampler, input_error, input_rows, look_at_image
+from .follow import range_size
+from .per_input import FrameResult, Pending, frame_sampler, input_error, input_rows, look_at_image, video_looker
 from .results import BatchReport
 from .runner import Log, Todo, run_in
 from .frames import frame_ranges
@@ -118,10 +119,10 @@ def run_images(work: WorkConfig, sources: list[Source]) -> TaskResult:
     for source in sources:
         frames, error = [], ""
         try:
-            result, crops = look_at_image(source.path, detector, out.times)
-            frames.append(result)
-            classify.add(result, crops)
-        except Exception as exc:  # one bad input never kills the run
+            for result, crops in look_at_image(source.path, detector, out.times):  # a page at a time
+                frames.append(result)
+                classify.add(result, crops)
+        except Exception as exc:  # one bad input never kills the run; its pages before the failure are kept
             error = input_error(source, exc)
         out.inputs.append((frames, error))
     classify.flush()
@@ -136,11 +137,12 @@ def run_video_range(work: WorkConfig, source: Source, start: int, stop: int | No
     frames, error = [], ""
     classify = _Classify(clf, out.times)
     decoded = FrameRange(source.path, frame_sampler(work.sampling), start, stop, seek)
+    look = video_looker(detector, decoded.sampler, source.path)  # each range starts on a key frame: _Client.plan
     try:
         t0 = time.perf_counter()
         for i, t, img in decoded:
             t1 = time.perf_counter()
-            faces, crops = faces_in(img, detector)
+            faces, crops = look(i, img)
             out.times["decode"] += t1 - t0
             out.times["detect"] += time.perf_counter() - t1
             frames.append(FrameResult(i, t, faces))
@@ -198,7 +200,7 @@ def local_workers(cluster: str) -> int | None:
         return usable_cpus()
     if not (n.isascii() and n.isdigit()) or int(n) < 1:
         raise InputError(f"--dask takes local or local:N with N >= 1 workers, got {cluster!r}")
-    return int(n)
+    return check_workers(int(n), f"--dask {cluster}: the local:N worker processes")
 
 
 @contextmanager
@@ -284,14 +286,17 @@ class _Client:
 
     def plan(self, todo: Todo) -> dict:
         """Submit every task; return ``{future: what it computes}``."""
-        sampler = frame_sampler(self.work.sampling)
+        sampler, detection = frame_sampler(self.work.sampling), self.work.detection
+        # a video's faces are followed from key frame to key frame: each range starts on one (.follow)
+        per_range = (self.frames_per_task if detection.detector == "none"
+                     else range_size(self.frames_per_task, detection.full_detect_every))
         jobs, images = {}, [(i, s) for i, s in todo if s.kind != "video"]
         for k in range(0, len(images), self.images_per_task):
             part = images[k:k + self.images_per_task]
             jobs[self.submit(run_images, [s for _, s in part], i=part[0][0])] = ("images", [i for i, _ in part])
         for i, s in todo:
             if s.kind == "video":
-                self.ranges[i] = video_ranges(s, sampler, self.frames_per_task)
+                self.ranges[i] = video_ranges(s, sampler, per_range)
                 self.parts[i] = [None] * len(self.ranges[i])
                 for k, (a, b) in enumerate(self.ranges[i]):
                     jobs[self.submit(run_video_range, s, a, b, True, i=i)] = ("video", i, k, True)

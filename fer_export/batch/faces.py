@@ -26,7 +26,7 @@ from ..errors import ArtifactError, DependencyError, InputError
 from ..preprocess import to_gray
 from ..spec import Framing
 from .crops import Face, Framer
-from .settings import DET_NMS, CropSettings, DetectionSettings
+from .settings import DET_NMS, FULL_DETECT_EVERY, CropSettings, DetectionSettings
 from .yunet import YUNET_TOP_K, yunet_decode, yunet_session
 
 YUNET_FILE = "face_detection_yunet_2026may.onnx"
@@ -146,13 +146,29 @@ class _Detector:
                 if faces:
                     break
         if len(self.sizes) > 1 and len(faces) > 1:  # one face found at several sizes
-            keep = cv2.dnn.NMSBoxes([list(f.box) for f in faces], [f.score or 1.0 for f in faces], 0.0,
-                                    self.settings.det_nms)
-            faces = [faces[i] for i in sorted(np.asarray(keep).ravel().tolist())]
+            faces = self.merged(faces)
         most = self.settings.max_faces
         if most is not None and len(faces) > most:
             faces = sorted(faces, key=lambda f: f.w * f.h, reverse=True)[:most]
         return sorted(faces, key=lambda f: (f.x, f.y))
+
+    def merged(self, faces: list[Face]) -> list[Face]:
+        """``faces`` without those that overlap a higher scored one by more than ``det_nms`` (IoU)."""
+        keep = cv2.dnn.NMSBoxes([list(f.box) for f in faces], [f.score or 1.0 for f in faces], 0.0,
+                                self.settings.det_nms)
+        return [faces[i] for i in sorted(np.asarray(keep).ravel().tolist())]
+
+    def full_scale(self, image: np.ndarray) -> float:
+        """The largest scale :meth:`detect` looks at ``image`` at."""
+        return min(1.0, max(self.sizes) / max(image.shape[:2]))
+
+    def detect_in(self, image: np.ndarray, region: tuple[int, int, int, int], s: float) -> list[Face]:
+        """The faces found in ``region`` (x0, y0, x1, y1) of ``image`` scaled by ``s``, in ``image``'s
+        pixels (a video's face followed around its last box: :mod:`.follow`); unmerged, all kept."""
+        x0, y0, x1, y1 = region
+        found = self._found(resized(image[y0:y1, x0:x1], s), s, (y1 - y0, x1 - x0))
+        return [Face(f.x + x0, f.y + y0, f.w, f.h, f.score, None if f.landmarks is None else
+                     tuple(round(v + (y0 if k % 2 else x0), 2) for k, v in enumerate(f.landmarks))) for f in found]
 
     def recorded(self) -> dict:
         """The settings that change what this detector finds and crops, as a run's journal records them
@@ -164,6 +180,8 @@ class _Detector:
                  "min_face": d.min_face, "max_faces": d.max_faces} | self.framer.recorded()
         if d.det_nms != DET_NMS:  # journals without it were written with the default
             found["det_nms"] = d.det_nms
+        if d.full_detect_every != FULL_DETECT_EVERY:  # likewise
+            found["full_detect_every"] = d.full_detect_every
         return found
 
     def second_looks(self, s: float) -> list[tuple[float, bool, float]]:

@@ -24,7 +24,8 @@ from .commit import Committer
 from .config import BatchConfig
 from .crops import FaceCrops
 from .models import describe, open_models
-from .per_input import FrameResult, Pending, faces_in, frame_sampler, input_error, input_rows, look_at_image
+from .per_input import (FrameResult, Gathered, Pending, frame_sampler, input_error, input_rows,
+                        look_at_image, video_looker)
 from .results import BatchReport
 from .runner import Log, Todo, run_in
 from .sources import FrameSampler, Source, iter_frames
@@ -160,43 +161,51 @@ class _Producer:
             pass
 
     def images(self, job: list[tuple[int, Source]]) -> None:
-        """Read, detect and crop each image of ``job``; classify all their crops at once; hand over
-        the rows. A bad image gets its error row; the others go on."""
-        out, done, crops = _Images(), [], []
+        """Read, detect and crop each image of ``job`` (each page of a multi-page TIFF), classify their
+        crops a batch at a time, hand over the rows. A bad image gets its error row, after its pages
+        read before the failure; the others go on."""
+        out, waiting, gathered = _Images(), [], Gathered()
         for i, source in job:
-            try:
-                result, found = look_at_image(source.path, self.detector, out.times)
-            except Exception as exc:  # one bad input never kills the run: OpenCV/PIL raise many types
-                done.append((i, source, input_error(source, exc), 0, None))
-                continue
-            done.append((i, source, result, len(crops), found))
-            crops += found.crops
-        probs = None
-        if crops:
-            try:
-                model = self.own_model()
-                t0 = time.perf_counter()
-                prepared = model.prepare(crops)
-                t1 = time.perf_counter()
-                probs = model.predict_prepared(prepared)
-            except Exception as exc:  # the model, not an input, failed: stop the run
-                self.put(_Failed(exc))
-                return
-            out.times["preprocess"] += t1 - t0
-            out.times["infer"] += time.perf_counter() - t1
-        for i, source, result, start, found in done:  # result: a FrameResult, or the input's error
-            if isinstance(result, FrameResult):
-                result.probs = found.average(probs[start:start + len(found)]) if len(found) else None
-                out.faces, out.frames = out.faces + len(result.faces), out.frames + 1
-                out.rows.append((i, input_rows(source, self.clf.labels, [result])))
-            else:
-                out.rows.append((i, input_rows(source, self.clf.labels, [], result)))
+            frames, error, pages = [], "", look_at_image(source.path, self.detector, out.times)
+            while True:
+                try:
+                    got = next(pages, None)
+                except Exception as exc:  # one bad input never kills the run: OpenCV/PIL raise many types
+                    error = input_error(source, exc)
+                    break
+                if got is None:
+                    break
+                frames.append(gathered.add(*got))
+                if len(gathered.crops) >= self.clf.batch_size and not self.classify(gathered, out):
+                    return
+            waiting.append((i, source, frames, error))
+        if gathered.crops and not self.classify(gathered, out):
+            return
+        for i, source, frames, error in waiting:
+            out.faces, out.frames = out.faces + sum(len(f.faces) for f in frames), out.frames + len(frames)
+            out.rows.append((i, input_rows(source, self.clf.labels, frames, error)))
         self.put(out)
+
+    def classify(self, gathered: Gathered, out: _Images) -> bool:
+        """Classify the gathered crops on the workers' session; False once the model failed (the run stops)."""
+        try:
+            model = self.own_model()
+            t0 = time.perf_counter()
+            prepared = model.prepare(gathered.crops)
+            t1 = time.perf_counter()
+            gathered.spread(model.predict_prepared(prepared))
+        except Exception as exc:  # the model, not an input, failed: stop the run
+            self.put(_Failed(exc))
+            return False
+        out.times["preprocess"] += t1 - t0
+        out.times["infer"] += time.perf_counter() - t1
+        return True
 
     def video(self, i: int, source: Source) -> None:
         try:
             tracker = IouTracker()
             frames = iter_frames(source.path, self.sampler)
+            look = video_looker(self.detector, self.sampler, source.path)
             while True:
                 t0 = time.perf_counter()
                 got = next(frames, None)
@@ -204,7 +213,7 @@ class _Producer:
                     break
                 n, t, img = got
                 t1 = time.perf_counter()
-                faces, crops = faces_in(img, self.detector)
+                faces, crops = look(n, img)
                 t2 = time.perf_counter()
                 result = FrameResult(n, t, faces, tracks=tracker.update([f.box for f in faces]))
                 self.put(self.frame(i, result, crops, t0, t1, t2))

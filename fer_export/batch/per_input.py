@@ -6,14 +6,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from ..errors import InputError
-from ..preprocess import read_color, read_gray, to_gray
+from ..preprocess import read_gray, read_pages, to_gray
 from ..runtime import EmotionClassifier
 from .crops import Face, FaceCrops
+from .follow import Follower, video_rate
 from .results import make_row
 from .settings import SamplingSettings
 from .sources import FrameSampler, Source, is_face_crop
@@ -35,15 +36,31 @@ def frame_sampler(sampling: SamplingSettings) -> FrameSampler:
     return FrameSampler(sampling.every_n or 1, sampling.video_fps)
 
 
-def read_image(path: str | Path, detector) -> tuple[np.ndarray, bool]:
-    """An image input as ``(pixels, whole)``: a face crop (or any image without a detector) is read
-    as gray and classified whole (``whole=True``); a picture is read as BGR for the detector."""
-    if detector is None:
-        return read_gray(path), True  # the seed's own decoding of a crop, once
-    img = read_color(path)
-    if is_face_crop(img):
-        return read_gray(path), True
-    return img, False
+def read_pages_of(path: str | Path, detector) -> Iterator[tuple[int | None, np.ndarray, bool]]:
+    """An image input's pages as ``(page, pixels, whole)``: a face crop (or any page without a detector)
+    as gray, classified whole (``whole=True``); a picture as BGR for the detector. ``page`` is None for
+    an image of one page (most), else the page's number in a multi-page TIFF. Each page is decoded when
+    asked for; one that fails raises after the pages before it."""
+    pages = read_pages(path, color=detector is not None)
+    first = next(pages)
+    try:
+        second = next(pages, None)
+    except Exception:  # page 1 is broken: page 0 is still a page of several
+        yield 0, *_as_read(first, detector)
+        raise
+    if second is None:  # one page: read as a crop or a picture always is
+        yield None, *((read_gray(path), True) if detector is not None and is_face_crop(first)
+                      else _as_read(first, detector))
+        return
+    yield 0, *_as_read(first, detector)
+    yield 1, *_as_read(second, detector)
+    for k, page in enumerate(pages, start=2):
+        yield k, *_as_read(page, detector)
+
+
+def _as_read(page: np.ndarray, detector) -> tuple[np.ndarray, bool]:
+    whole = detector is None or is_face_crop(page)
+    return (to_gray(page) if whole else page), whole
 
 
 def faces_in(image: np.ndarray, detector, still: bool = False) -> tuple[list[Face], FaceCrops]:
@@ -56,15 +73,50 @@ def faces_in(image: np.ndarray, detector, still: bool = False) -> tuple[list[Fac
     return faces, detector.framer.crops(image, faces, still)
 
 
-def look_at_image(path: str | Path, detector, times: dict[str, float]) -> tuple[FrameResult, FaceCrops]:
-    """An image input read, its faces found and cut out; the time each step took is added to ``times``."""
+def video_looker(detector, sampler: FrameSampler, path: str | Path):
+    """``look(frame index, BGR frame) -> (faces, crops)`` for one video's sampled frames, given in order:
+    its faces followed from frame to frame (:class:`~.follow.Follower`); without a detector, each frame whole."""
+    if detector is None:
+        return lambda i, image: faces_in(image, None)
+    follower = Follower(detector, sampler, video_rate(path))
+
+    def look(i: int, image: np.ndarray) -> tuple[list[Face], FaceCrops]:
+        faces = follower.faces(i, image)
+        return faces, detector.framer.crops(image, faces)
+    return look
+
+
+def look_at_image(path: str | Path, detector, times: dict[str, float]) -> Iterator[tuple[FrameResult, FaceCrops]]:
+    """An image input read, its faces found and cut out, page by page (:func:`read_pages_of`): one
+    result for most images, one per page (``frame`` = its number) for a multi-page TIFF. The time
+    each step took is added to ``times``. A page that fails raises after the pages before it."""
     t0 = time.perf_counter()
-    img, whole = read_image(path, detector)
-    t1 = time.perf_counter()
-    faces, crops = faces_in(img, None if whole else detector, still=True)
-    times["decode"] += t1 - t0
-    times["detect"] += time.perf_counter() - t1
-    return FrameResult(None, None, faces), crops
+    for page, img, whole in read_pages_of(path, detector):
+        t1 = time.perf_counter()
+        faces, crops = faces_in(img, None if whole else detector, still=True)
+        times["decode"] += t1 - t0
+        times["detect"] += time.perf_counter() - t1
+        yield FrameResult(page, None, faces), crops
+        t0 = time.perf_counter()
+
+
+class Gathered:
+    """Image pages whose raw crops wait for the model, for a worker that prepares and classifies them
+    together (:class:`Pending` holds crops already prepared)."""
+
+    def __init__(self):
+        self.crops, self.pages = [], []
+
+    def add(self, result: FrameResult, found: FaceCrops) -> FrameResult:
+        self.pages.append((result, len(self.crops), found))
+        self.crops += found.crops
+        return result
+
+    def spread(self, probs: np.ndarray) -> None:
+        """Give each page its faces' probabilities (``probs``: one row per gathered crop); start again."""
+        for result, start, found in self.pages:
+            result.probs = found.average(probs[start:start + len(found)]) if len(found) else None
+        self.crops, self.pages = [], []
 
 
 class Pending:

@@ -26,10 +26,20 @@ LOOK_AGAIN = 2.0
 MIN_DET_THRESHOLD = 0.1
 #: Smallest long side (px) a detection scale may have.
 MIN_DET_SIZE = 64
+#: Largest: an image is only ever scaled down to a detection size, but a picture without a face is
+#: searched again at up to 4x (LOOK_AGAIN's bound), so this bounds the pixels of a second look.
+MAX_DET_SIZE = 4096
 #: Two face boxes that overlap by more than this intersection-over-union are one face: the higher
 #: scored box is kept. YuNet proposes several boxes around each face, and detecting at several sizes
 #: finds a face once per size; OpenCV's own YuNet decoder merges at this overlap.
 DET_NMS = 0.3
+#: A video's whole frame is searched for faces every this many sampled frames (so a face that enters is
+#: found within as many); in between, each face is searched for around its last box, at a fraction of
+#: the cost (:mod:`.follow`). Dask's ranges of frames are whole multiples of it, so that they start
+#: where one pass would search the whole frame anyway. The default searches every frame: a face found
+#: around its last box gets a slightly different box and framing, which changes the emotion of a few
+#: percent of rows (benchmarks/results/video_tracking.json), so following is asked for, not assumed.
+FULL_DETECT_EVERY = 1
 #: How a detected face is cropped: ``auto`` as the model's spec frames faces (else ``box``), ``box`` a
 #: square around the detector's box with a 10 % margin.
 CROPS = ("auto", "box")
@@ -39,8 +49,15 @@ CROPS = ("auto", "box")
 #: box (training.face_template's ``box_std``, as a share of the box's side). Video frames keep one crop,
 #: for speed: a track is read over many frames. What it gains: benchmarks/README.md, "Face framing".
 CROP_SPREAD = 0.22
+#: Most video frames per second that may be asked for: beyond any video's rate, --video-fps samples
+#: every frame, and a clock this fast still counts its ticks in whole numbers.
+MAX_VIDEO_FPS = 1000.0
 #: Largest crop spread accepted (a view half the framed side, or one and a half times it).
 MAX_CROP_SPREAD = 0.5
+#: Largest batch size accepted. The model's working memory grows with the crops of one call, and each
+#: worker classifies its own runs of images in calls of this size: a larger batch runs no faster on a
+#: CPU, and only risks running out of memory.
+MAX_BATCH_SIZE = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +72,8 @@ class DetectionSettings:
     look_again: float = LOOK_AGAIN  # a picture without a face found is searched again at this x scale; 1 = off
     min_face: int = 20  # faces whose box is smaller (source px, shorter side) are ignored
     max_faces: int | None = None  # keep at most this many faces per image or frame, the largest; None = all
+    full_detect_every: int = FULL_DETECT_EVERY  # videos: the whole frame searched every K sampled frames (and on a
+    # lost face or a scene cut), each face followed around its last box in between; 1 = the whole of every frame
 
     def __post_init__(self):
         if self.yunet_model is not None:  # paths travel as strings: hashable, picklable
@@ -66,7 +85,7 @@ class DetectionSettings:
             raise InputError(f"det_sizes must be whole numbers of pixels, e.g. (640,), got {self.det_sizes!r}")
         object.__setattr__(self, "det_sizes", tuple(int(s) for s in sizes))
         _numbers(self, ("det_threshold", "det_nms", "look_again"))
-        whole_numbers(self, ("min_face", "max_faces"))
+        whole_numbers(self, ("min_face", "max_faces", "full_detect_every"))
         p = []
         if self.detector not in DETECTORS:
             p.append(f"detector must be one of {DETECTORS}, got {self.detector!r}")
@@ -74,6 +93,8 @@ class DetectionSettings:
             p.append(f"detection threshold must be in [{MIN_DET_THRESHOLD}, 1], got {self.det_threshold}")
         if not self.det_sizes or min(self.det_sizes) < MIN_DET_SIZE:
             p.append(f"detection sizes must be at least {MIN_DET_SIZE} px, got {list(self.det_sizes)}")
+        elif max(self.det_sizes) > MAX_DET_SIZE:
+            p.append(f"detection sizes must be at most {MAX_DET_SIZE} px, got {list(self.det_sizes)}")
         if not 0 <= self.det_nms < 1:
             p.append(f"detection NMS overlap must be in [0, 1) (0 = overlapping boxes are one face), got {self.det_nms}")
         if not 1 <= self.look_again <= 4:
@@ -82,6 +103,8 @@ class DetectionSettings:
             p.append(f"min face must be >= 0, got {self.min_face}")
         if self.max_faces is not None and self.max_faces < 1:
             p.append(f"max faces must be at least 1, got {self.max_faces}")
+        if self.full_detect_every < 1:
+            p.append(f"full detect every must be at least 1 (1 = every frame), got {self.full_detect_every}")
         raise_problems(p)
 
 
@@ -128,8 +151,8 @@ class SamplingSettings:
             p.append("use either --every-n or --video-fps, not both")
         if self.every_n is not None and self.every_n < 1:
             p.append(f"every n must be at least 1, got {self.every_n}")
-        if self.video_fps is not None and not self.video_fps > 0:
-            p.append(f"video fps must be positive, got {self.video_fps}")
+        if self.video_fps is not None and not 0 < self.video_fps <= MAX_VIDEO_FPS:
+            p.append(f"video fps must be positive and at most {MAX_VIDEO_FPS:g}, got {self.video_fps}")
         raise_problems(p)
 
 
@@ -155,8 +178,8 @@ class ModelSettings:
         p = []
         if self.provider not in PROVIDERS:
             p.append(f"provider must be one of {PROVIDERS}, got {self.provider!r}")
-        if self.batch_size < 1:
-            p.append(f"batch size must be at least 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            p.append(f"batch size must be 1 to {MAX_BATCH_SIZE} (the model's memory grows with it), got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             p.append(f"threads must be at least 1, got {self.threads}")
         raise_problems(p)
@@ -173,7 +196,8 @@ def _is_whole(value) -> bool:
 
 
 def _numbers(settings, names: tuple[str, ...]) -> None:
-    """Fields that must be real numbers (or None), stored as floats."""
+    """Fields that must be real numbers (or None), stored as floats. Each has a range, written so that
+    NaN (which compares False with every bound) and infinities fall outside it."""
     for name in names:
         value = getattr(settings, name)
         if value is not None and (isinstance(value, (bool, str, bytes)) or not isinstance(value, numbers.Real)):
