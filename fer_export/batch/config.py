@@ -26,6 +26,24 @@ def usable_cpus() -> int:
 
 #: Decode/detect threads of the local runner.
 DEFAULT_WORKERS = min(4, usable_cpus())
+#: Workers (threads, or local Dask processes) allowed per usable CPU, and at least MIN_MAX_WORKERS: each
+#: holds an input's decoded pixels (and a Dask process its own models), so memory grows with them,
+#: while more workers than cores only wait for each other.
+WORKERS_PER_CPU = 2
+MIN_MAX_WORKERS = 4
+
+
+def max_workers() -> int:
+    """The most local workers a run may have on this machine (:data:`WORKERS_PER_CPU`)."""
+    return max(MIN_MAX_WORKERS, WORKERS_PER_CPU * usable_cpus())
+
+
+def check_workers(n: int, what: str) -> int:
+    """``n`` local workers, or an :class:`InputError` saying the most this machine allows."""
+    if not 1 <= n <= max_workers():
+        raise InputError(f"{what} must be 1 to {max_workers()} on this machine ({WORKERS_PER_CPU} per usable CPU, "
+                         f"{usable_cpus()} CPUs; at least {MIN_MAX_WORKERS}): more only take memory, got {n}")
+    return n
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +87,8 @@ class BatchConfig:
     work: WorkConfig = field(default_factory=WorkConfig)  # what each input goes through
     workers: int = DEFAULT_WORKERS  # local decode/detect threads
     resume: bool = False  # continue an interrupted run writing to `out`
+    retry_failed: bool = False  # with resume: inputs that failed in the earlier run are run again, their rows
+    # moved to the end of `out` (without it a resumed run keeps its failed inputs as they are)
     overwrite: bool = False  # replace an existing `out`
     summary: Path | None = None  # per-input (and per-track) summary CSV
     annotate: Path | None = None  # folder for copies with boxes and labels drawn
@@ -80,12 +100,17 @@ class BatchConfig:
             raise InputError(f"--out {self.out} names a folder; give the results file's name, e.g. {self.out}results.csv")
         inputs = (self.inputs,) if isinstance(self.inputs, (str, bytes, os.PathLike)) else self.inputs
         object.__setattr__(self, "inputs", tuple(Path(os.fsdecode(p)) for p in inputs))
-        for name in ("resume", "overwrite"):
+        for name in ("resume", "overwrite", "retry_failed"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.progress is not None and not isinstance(self.progress, bool):
             raise InputError(f"progress must be True, False or None, got {self.progress!r}")
         whole_numbers(self, ("workers",))
+        named = [("an input", p) for p in self.inputs] + [(f"--{n}", getattr(self, n)) for n in ("out", "summary",
+                                                                                                 "annotate", "plots")]
+        for what, p in named:
+            if p is not None and "\x00" in os.fsdecode(p):
+                raise InputError(f"{what} {os.fsdecode(p)!r} contains a NUL byte, which no file name may")
         for name in ("out", "summary", "annotate", "plots"):
             value = getattr(self, name)
             if value is not None:
@@ -121,6 +146,10 @@ def _batch_problems(c: BatchConfig) -> list[str]:
         p.append("no inputs given")
     if c.resume and c.overwrite:
         p.append("use either --resume or --overwrite, not both")
-    if c.workers < 1:
-        p.append(f"workers must be at least 1, got {c.workers}")
+    if c.retry_failed and not c.resume:
+        p.append("--retry-failed runs again the failed inputs of an earlier run: add --resume")
+    try:
+        check_workers(c.workers, "workers")
+    except InputError as exc:
+        p.append(str(exc))
     return p

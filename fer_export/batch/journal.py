@@ -147,11 +147,13 @@ def _entry(line: bytes) -> dict | None:
     return entry if ok else None
 
 
-def verify(csv, journal, head: bytes, run: dict, path: Path) -> tuple[dict[str, str], int, int, Chain]:
+def verify(csv, journal, head: bytes, run: dict, path: Path,
+           records: list | None = None) -> tuple[dict[str, str], int, int, Chain]:
     """Check that ``journal`` (open, at its start) describes the results CSV ``csv`` (open, after its
     header ``head``) of a run with settings ``run``. Returns ``(done, end, good, chain)``: the finished
     inputs' statuses by key, the CSV length they cover, the journal length that holds them, and the
-    checksum there. Raises :class:`InputError` (one line, saying what to do) on any disagreement."""
+    checksum there. Raises :class:`InputError` (one line, saying what to do) on any disagreement.
+    ``records``, when given, receives each finished input's record (``start``: where its rows begin)."""
     where = f"cannot resume {_text(path)}: its journal {_text(journal_path(path))}"
     first = journal.readline(MAX_LINE)
     try:
@@ -176,8 +178,15 @@ def verify(csv, journal, head: bytes, run: dict, path: Path) -> tuple[dict[str, 
         if chain.seal(entry) != sha or key in done:
             raise InputError(f"{where} does not describe it (line {k}: the CSV before it was changed, or the journal "
                              "is another run's); rerun with --overwrite, or to a new --out")
+        if records is not None:
+            records.append({**entry, "start": end})
         done[key], end, good = entry["status"], entry["end"], good + len(line)
     return done, end, good, chain
+
+
+def pending_journal(results: str | Path) -> Path:
+    """Where a journal rewritten by ``--retry-failed`` waits for its CSV to be renamed into place."""
+    return Path(str(results) + ".progress.retry")
 
 
 def _hash_segment(csv, chain: Chain, n: int) -> bool:

@@ -5,7 +5,10 @@ then is the input's line appended (and fsynced) to the journal ``RESULTS.progres
 (:mod:`.journal`), with the CSV's byte length after it and a checksum of everything before.
 Resuming checks the journal against the CSV, truncates the CSV to the last journalled length —
 dropping rows of an input that was cut off and any partial line a ``kill -9`` left — and skips the
-journalled inputs; a journal that does not describe the CSV is refused.
+journalled inputs; a journal that does not describe the CSV is refused. Inputs that failed stay done
+(their error rows are a result, and a resumed run gives the same CSV as one run), unless
+``--retry-failed``: then their rows are taken out of the CSV (rewritten, journal rebuilt, both renamed
+into place) and they run again, their new rows after the others'.
 
 The journal's first line, ``{"run": {...}}``, records every setting that changes results (model
 and detector files by sha256, detector options, frame sampling); ``--resume`` refuses a run whose
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +29,8 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError, OutputError
 from ..folders import write_file
-from .journal import STATUSES, Chain, hold_lock, journal_path, lock_path, open_own, opener, settings_line, verify
+from .journal import (MAX_LINE, STATUSES, Chain, hold_lock, journal_path, lock_path, open_own, opener,
+                      pending_journal, settings_line, verify)
 
 __all__ = ["HEAD", "RESULTS_HEAD", "SUMMARY_HEAD", "STATUSES", "TAIL", "BatchReport", "ResultsWriter", "columns",
            "journal_path", "labels_of", "lock_path", "make_row", "printable", "read_results", "source_status",
@@ -102,9 +107,10 @@ class ResultsWriter:
     """
 
     def __init__(self, path: str | Path, header: Sequence[str], resume: bool = False, overwrite: bool = False,
-                 run: dict | None = None):
+                 run: dict | None = None, retry_failed: bool = False):
         self.path, self.journal = Path(path), journal_path(path)
         self.done: dict[str, str] = {}
+        self.retried: list[str] = []  # with retry_failed: the inputs whose error rows were taken out, to run again
         head = _csv_lines([header]).encode()
         settings = {"run": run or {}}
         exists = self.path.is_file() and self.path.stat().st_size > 0
@@ -117,7 +123,7 @@ class ResultsWriter:
             self._lockfd = hold_lock(self.path)
             try:
                 if exists and resume:
-                    end, self._chain = self._recover(head, settings["run"])
+                    end, self._chain = self._recover(head, settings["run"], retry_failed)
                 else:
                     self.path.write_bytes(head)
                     with open(self.journal, "wb", opener=opener) as f:
@@ -134,12 +140,15 @@ class ResultsWriter:
         except OSError as exc:
             raise write_failed(self.path, exc) from exc
 
-    def _recover(self, head: bytes, run: dict) -> tuple[int, Chain]:
-        """Check the journal against the CSV; drop what a crash left after the last journalled input;
-        return the CSV length to keep and the checksum there."""
+    def _recover(self, head: bytes, run: dict, retry_failed: bool = False) -> tuple[int, Chain]:
+        """Check the journal against the CSV; drop what a crash left after the last journalled input
+        (and, if ``retry_failed``, the inputs that failed: :meth:`_drop_failed`); return the CSV length
+        to keep and the checksum there."""
+        self._adopt_pending(head)
         if not self.journal.is_file():
             raise InputError(f"cannot resume {self.path}: its journal {self.journal} is missing, so which inputs "
                              "finished is unknown; rerun with --overwrite")
+        records: list[dict] = []
         with open(self.path, "rb") as csv_file:
             first = csv_file.read(len(head))
             if first != head:
@@ -148,9 +157,60 @@ class ResultsWriter:
                                  f"({first.decode(errors='replace').strip()!r}); use another --out or --overwrite")
             fd = open_own(self.journal, os.O_RDWR)  # not through a link, not a FIFO
             with open(fd, "r+b") as journal:
-                self.done, end, good, chain = verify(csv_file, journal, head, run, self.path)
+                self.done, end, good, chain = verify(csv_file, journal, head, run, self.path, records)
                 journal.truncate(good)  # a torn or damaged tail: appended lines must follow the good ones
+            if retry_failed and any(r["status"] == "error" for r in records):
+                return self._drop_failed(csv_file, head, run, records)
         return end, chain
+
+    def _drop_failed(self, csv_file, head: bytes, run: dict, records: list[dict]) -> tuple[int, Chain]:
+        """``--retry-failed``: the CSV without the rows of the inputs that failed, and a journal of the
+        others, are written beside them and renamed into place, the CSV first. The journal then waits
+        as :func:`~.journal.pending_journal`: a crash between the two renames leaves it to
+        :meth:`_adopt_pending`, and one before them leaves both old files as they were."""
+        tmp, pending = Path(str(self.path) + ".retry"), pending_journal(self.path)
+        for leftover in (tmp, pending):  # a crash's, which _adopt_pending did not take
+            if os.path.lexists(leftover):
+                os.unlink(leftover)
+        chain, end = Chain(head, {"run": run}), len(head)
+        with open(tmp, "xb", opener=opener) as out, open(pending, "xb", opener=opener) as log:
+            out.write(head)
+            log.write(settings_line({"run": run}))
+            for r in records:
+                if r["status"] == "error":
+                    self.done.pop(r["key"] or r["source"], None)
+                    self.retried.append(r["source"])
+                    continue
+                csv_file.seek(r["start"])
+                rows = csv_file.read(r["end"] - r["start"])  # one input's rows
+                end += out.write(rows)
+                log.write(chain.add(rows, r["source"], r["key"], r["status"], end))
+            _fsync(out)
+            _fsync(log)
+        os.replace(tmp, self.path)
+        os.replace(pending, self.journal)
+        _fsync_folder(self.path.parent)
+        return end, chain
+
+    def _adopt_pending(self, head: bytes) -> None:
+        """A journal that ``--retry-failed`` wrote and a crash left pending: put in place if it describes
+        the CSV (the CSV was renamed, the journal not yet), else removed (neither was renamed)."""
+        pending = pending_journal(self.path)
+        if not os.path.lexists(pending):
+            return
+        try:
+            with open(self.path, "rb") as csv_file, open(open_own(pending, os.O_RDONLY), "rb") as log:
+                recorded = json.loads(log.readline(MAX_LINE))["run"]
+                log.seek(0)
+                ok = csv_file.read(len(head)) == head and verify(csv_file, log, head, recorded, self.path) is not None
+        except (InputError, OutputError, ValueError, TypeError, KeyError):
+            ok = False
+        if ok:
+            os.replace(pending, self.journal)
+        else:
+            os.unlink(pending)
+        if os.path.lexists(Path(str(self.path) + ".retry")):
+            os.unlink(Path(str(self.path) + ".retry"))
 
     def is_done(self, key: str, name: str) -> bool:
         return key in self.done or name in self.done
@@ -194,6 +254,20 @@ class ResultsWriter:
 def _fsync(f) -> None:
     f.flush()
     os.fsync(f.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (where the OS lets a folder be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def source_status(statuses) -> str:

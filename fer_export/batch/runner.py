@@ -86,7 +86,9 @@ def start(config: BatchConfig, sources: list[Source], models: dict, log: Log, no
     log(f"model {models['model']} on {models['provider']}; detector {models['detector']}"
         + (f" ({models['detector_path']})" if models["detector_path"] else "") + note)
     writer = ResultsWriter(config.out, columns(models["labels"]), config.resume, config.overwrite,
-                           run=run_settings(config.work.sampling, models))
+                           run=run_settings(config.work.sampling, models), retry_failed=config.retry_failed)
+    if writer.retried:
+        log(f"--retry-failed: {len(writer.retried)} inputs that failed are run again; their rows now follow the others'")
     report = BatchReport(config.out, models["provider"], models["detector"], inputs=len(sources),
                          skipped=list(skipped or []))
     todo = [(i, s) for i, s in enumerate(sources) if not writer.is_done(s.key, s.name)]

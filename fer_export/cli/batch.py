@@ -9,10 +9,12 @@ from pathlib import Path
 import click
 
 from ..batch import BatchConfig, run_batch
+from ..batch.config import MIN_MAX_WORKERS, WORKERS_PER_CPU
 from ..batch.dask import local_workers
 from ..batch.faces import YUNET_ENV, yunet_cache_path
-from ..batch.settings import (CROP_SPREAD, CROPS, DETECTORS, MAX_CROP_SPREAD, MIN_DET_SIZE, MIN_DET_THRESHOLD, OWNER,
-                              CropSettings, DetectionSettings, ModelSettings, SamplingSettings)
+from ..batch.settings import (CROP_SPREAD, CROPS, DETECTORS, MAX_BATCH_SIZE, MAX_CROP_SPREAD, MAX_DET_SIZE, MAX_VIDEO_FPS,
+                              MIN_DET_SIZE, MIN_DET_THRESHOLD, OWNER, CropSettings, DetectionSettings, ModelSettings,
+                              SamplingSettings)
 from ..errors import InputError
 from ..runtime import BUNDLED_MODELS, DEFAULT_TIER, PROVIDERS
 from . import EXIT_INTERRUPTED, FiniteFloat, UserError, echo_err, exit_with, library_errors
@@ -20,7 +22,18 @@ from . import EXIT_INTERRUPTED, FiniteFloat, UserError, echo_err, exit_with, lib
 #: Each part's defaults, for the help texts (the parts own them).
 MODEL, DETECTION, CROP, SAMPLING = ModelSettings(), DetectionSettings(), CropSettings(), SamplingSettings()
 
-_path = click.Path(path_type=Path)
+
+
+class _Path(click.Path):
+    """A path option or argument; a name with a NUL byte (which no file has) is refused here, in one line."""
+
+    def convert(self, value, param, ctx):
+        if "\x00" in str(value):
+            self.fail(f"{value!r} contains a NUL byte, which no file name may", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+_path = _Path(path_type=Path)
 _EPILOG = f"""\b
 Exit status: 0 every input was read; 1 some inputs failed (they have `error` rows, everything
 else was written); 2 usage or environment error (bad option, missing model, unavailable provider,
@@ -39,7 +52,7 @@ Any YuNet file will do: one with the 2023+ outputs (cls_8 ... kps_32, e.g. the z
 _PART_TITLES = {"model": "Model", "detection": "Detection", "crops": "Crops", "sampling": "Video frames"}
 SECTIONS = {"outputs": "Outputs", **_PART_TITLES, "running": "Running"}
 _RUN_OPTIONS = {"out": "outputs", "summary": "outputs", "annotate": "outputs", "plots": "outputs",
-                "resume": "outputs", "overwrite": "outputs", "workers": "running", "dask_cluster": "running",
+                "resume": "outputs", "retry_failed": "outputs", "overwrite": "outputs", "workers": "running", "dask_cluster": "running",
                 "scheduler": "running", "progress": "running", "help": "running"}
 
 
@@ -101,8 +114,8 @@ def _model(ctx, param, value):
 
 
 @click.command(cls=SectionedCommand, epilog=_EPILOG)
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(), help="Results CSV: one row per face per image or frame.")
+@click.argument("inputs", nargs=-1, required=True, type=_Path(exists=True, path_type=Path))
+@click.option("--out", "-o", required=True, type=_Path(), help="Results CSV: one row per face per image or frame.")
 @click.option("--model", callback=_model, metavar="accurate|fast|PATH",
               help="A bundled model by name (accurate: ResNet18, the most accurate; fast: several times faster, "
                    "a few points less accurate), or an ONNX model exported by `fer-export onnx`.  "
@@ -112,17 +125,18 @@ def _model(ctx, param, value):
 @click.option("--no-self-check", "self_check", is_flag=True, flag_value=False, default=MODEL.self_check,
               help="Run a model file that fails its self-check on this machine anyway (the check runs the "
                    "probe faces the file carries; a bundled model that fails falls back to a correct path).")
-@click.option("--batch-size", type=click.IntRange(1), default=MODEL.batch_size, show_default=True,
-              help="Face crops per model call, gathered across files and frames.")
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=MODEL.batch_size, show_default=True,
+              help=f"Face crops per model call, gathered across files and frames (at most {MAX_BATCH_SIZE}: "
+                   "memory grows with it).")
 @click.option("--detector", type=click.Choice(DETECTORS), default=DETECTION.detector, show_default=True,
               help="auto = YuNet (its file ships with fer-export; Haar only if it is missing); none = classify "
                    "each image whole. Images with both sides <= 64 px are always classified whole.")
-@click.option("--yunet-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--yunet-model", type=_Path(exists=True, dir_okay=False, path_type=Path),
               help=f"Another YuNet .onnx file (any version; see above).  "
                    f"[default: ${YUNET_ENV}, the user cache, else the bundled file]")
-@click.option("--det-threshold", type=click.FloatRange(MIN_DET_THRESHOLD, 1), default=DETECTION.det_threshold,
+@click.option("--det-threshold", type=FiniteFloat(MIN_DET_THRESHOLD, 1), default=DETECTION.det_threshold,
               show_default=True, help="YuNet score threshold.")
-@click.option("--det-size", "det_sizes", type=click.IntRange(MIN_DET_SIZE), multiple=True, default=DETECTION.det_sizes,
+@click.option("--det-size", "det_sizes", type=click.IntRange(MIN_DET_SIZE, MAX_DET_SIZE), multiple=True, default=DETECTION.det_sizes,
               show_default=True,
               help="Long side (px) images are downscaled to for detection; repeat for several scales "
                    "(e.g. --det-size 640 --det-size 1280 for crowds of small faces).")
@@ -131,7 +145,7 @@ def _model(ctx, param, value):
                    "face, and the higher scored one is kept: YuNet's own boxes, and a face found at several "
                    "--det-size. Lower merges more (0: no two kept boxes overlap); higher keeps faces that "
                    "overlap, such as a crowd's.")
-@click.option("--look-again", type=click.FloatRange(1, 4), default=DETECTION.look_again, show_default=True,
+@click.option("--look-again", type=FiniteFloat(1, 4), default=DETECTION.look_again, show_default=True,
               help="A picture (not a video frame) in which no face is found is searched again, enlarged this "
                    "many times, then halfway to it, each as it is and mirrored, then turned 30 degrees either way "
                    "(Haar: enlarged only): small, blurred and tilted faces are often found then. 1 = off.")
@@ -139,6 +153,11 @@ def _model(ctx, param, value):
               help="Ignore faces whose box is smaller than this (source px, shorter side).")
 @click.option("--max-faces", type=click.IntRange(1), default=None,
               help="Keep at most N faces per image or frame: the largest boxes.  [default: all]")
+@click.option("--full-detect-every", type=click.IntRange(1), default=DETECTION.full_detect_every, show_default=True,
+              metavar="K", help="Videos: search the whole frame every K sampled frames (a face entering is found "
+                                "within K), and when a face is lost or the scene cuts; in between, look for each "
+                                "face around its last box: detection about twice as fast, but the emotion of a "
+                                "few percent of rows differs from K=1, the whole of every frame.")
 @click.option("--crop", type=click.Choice(CROPS), default=CROP.crop, show_default=True,
               help="auto = frame each face as the model's training crops were, when the model file says how "
                    "(else box); box = a square around the detector's box with 10% margin.")
@@ -148,13 +167,18 @@ def _model(ctx, param, value):
                    f"FER2013's: {CROP_SPREAD:.0%}). 0 = one crop. Refused with --crop box, which cuts one square "
                    f"per face.  [default: {CROP_SPREAD}]")
 @click.option("--every-n", type=click.IntRange(1), default=None, help="Use every N-th video frame.  [default: 1]")
-@click.option("--video-fps", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--video-fps", type=FiniteFloat(0, MAX_VIDEO_FPS, min_open=True), default=None,
               help="Use this many video frames per second instead of --every-n.")
-@click.option("--workers", type=click.IntRange(1), default=None, help="Decode/detect threads.  [default: min(4, CPUs)]")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help=f"Decode/detect threads, at most {WORKERS_PER_CPU} per CPU (at least {MIN_MAX_WORKERS}).  "
+                   "[default: min(4, CPUs)]")
 @click.option("--summary", type=_path, help="Also write a summary CSV: one row per input and per video track.")
 @click.option("--annotate", type=_path, help="Also write copies of the inputs with boxes and labels to this folder.")
 @click.option("--plots", type=_path, help="Also write an emotion-over-time PNG per video here (needs matplotlib).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same --out, skipping finished inputs.")
+@click.option("--retry-failed", is_flag=True,
+              help="With --resume: run again the inputs that failed (without it they keep their error rows); "
+                   "their old rows are taken out, and their new rows follow the others'.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out (otherwise refused).")
 @click.option("--dask", "dask_cluster", metavar="local[:N]", callback=_local_cluster,
               help="Run on a new local Dask cluster of N worker processes [default N: one per CPU] "
