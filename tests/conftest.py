@@ -1,7 +1,9 @@
 """Shared fixtures. Real data comes from ../shared/data (or $FER_SHARED_DATA).
 
-Where it is absent, tests that need it skip with the reason; under CI=true they fail instead,
-so a CI machine without the data can never pass by skipping.
+Where it is absent, ``photos`` and ``videos`` fall back to the small copies in tests/data/ (see
+tests/data/LICENSES.md), so a fresh clone runs the photo and video tests. A test that needs what the
+copies lack (another file, or FER2013) skips with the reason; under CI=true it fails instead, so a
+CI machine without the data can never pass by skipping.
 """
 from __future__ import annotations
 
@@ -14,17 +16,40 @@ from fer_export.spec import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+IN_REPO_DATA = ROOT / "tests" / "data"
+
+
+def missing(reason: str):
+    """Skip with ``reason``, or fail under CI=true, where a missing data folder is an error."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason + " — CI=true, so a missing data folder is an error")
+    pytest.skip(reason)
 
 
 def shared(*parts: str) -> Path:
     """Path under the shared data folder; skip (or fail under CI=true) when it is missing."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        reason = f"needs shared data {path} (set FER_SHARED_DATA or place the data in ../shared/data)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason + " — CI=true, so a missing data folder is an error")
-        pytest.skip(reason)
+        missing(f"needs shared data {path} (set FER_SHARED_DATA or place the data in ../shared/data)")
     return path
+
+
+class InRepoFolder(type(Path())):
+    """tests/data/<name>, standing in for the shared folder of that name: ``folder / "file"`` skips
+    (or fails under CI=true) when the in-repo copy lacks that file, as the shared folder would."""
+
+    def __truediv__(self, name) -> Path:
+        path = Path(self, name)
+        if not path.exists():
+            missing(f"needs {SHARED_DATA / self.name / name}: tests/data/{self.name}/ holds a few of the shared "
+                    f"files only (set FER_SHARED_DATA or place the data in ../shared/data)")
+        return path
+
+
+def shared_or_in_repo(name: str) -> Path:
+    """The shared folder ``name`` where it exists, else its small copy in tests/data/."""
+    path = SHARED_DATA / name
+    return path if path.is_dir() else InRepoFolder(IN_REPO_DATA / name)
 
 
 @pytest.fixture(scope="session")
@@ -35,12 +60,12 @@ def fer2013() -> Path:
 
 @pytest.fixture(scope="session")
 def photos() -> Path:
-    return shared("photos")
+    return shared_or_in_repo("photos")
 
 
 @pytest.fixture(scope="session")
 def videos() -> Path:
-    return shared("videos")
+    return shared_or_in_repo("videos")
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,8 @@ def test_photos_and_video(tmp_path, tiny_model, photos, videos, yunet_model):
     names = [f"{photos}/{p.name}" for p in sorted(photos.iterdir())] + [f"{videos / NOFACE}"]
     assert list(df.source.unique()) == names  # every input, in input order
     images = df[df.kind == "image"]
-    assert (images.status == "ok").all() and images.frame.isna().all() and len(images) >= 35
+    assert (images.status == "ok").all() and images.frame.isna().all()
+    assert len(images) > images.source.nunique()  # a face or more in each photo, several in group photos
     for name, g in images.groupby("source"):
         w, h = Image.open(name).size
         assert ((g.x >= 0) & (g.y >= 0) & (g.x + g.w <= w) & (g.y + g.h <= h)).all(), name
