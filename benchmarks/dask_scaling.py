@@ -20,6 +20,7 @@ from pathlib import Path
 from common import (Parser, check_exists, check_model, check_output_file, default_model, description, machine_info,
                     markdown_table, positive_int, print_report, refuse)
 from common import SHARED_DATA
+from record import command_line, portable
 
 DATA = SHARED_DATA
 
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
     same, diff = compare(tmp / "local.csv", tmp / "dask.csv")
     modes = [("local", local, local_s, 0.0), (f"--dask {cluster}", dask, dask_s, start_s)]
     result = {
-        "model": str(model), "crops": args.crops, "video": str(args.video), "every_n": args.every_n,
+        "command": command_line("dask_scaling.py", argv), "model": portable(str(model)), "crops": args.crops,
+        "video": portable(str(args.video)), "every_n": args.every_n,
         "same_rows": same, "max_prob_diff": diff, "machine": machine,
         "runs": [{"mode": name, "frames": r.frames, "faces": r.faces, "wall_s": round(s, 2),
                   "cluster_start_s": round(start, 2), "frames_per_s": round(r.frames / s, 1),

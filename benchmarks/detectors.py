@@ -20,6 +20,7 @@ import cv2
 from common import (Parser, check_exists, check_output_file, description, machine_info, markdown_table, positive_int,
                     print_report)
 from common import SHARED_DATA
+from record import command_line
 
 DATA = SHARED_DATA
 
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     sets = load_pictures(args.inputs, args.frames)
     if not sets:
         raise SystemExit(f"no pictures in {[str(p) for p in args.inputs]}")
-    rows, result = [], {"machine": machine, "runs": []}
+    rows, result = [], {"command": command_line("detectors.py", argv), "machine": machine, "runs": []}
     for threads in args.threads:
         cv2.setNumThreads(threads)
         for name, make in detectors().items():

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (Parser, check_exists, check_model, check_output_file, description, machine_info,  # noqa: E402
                     markdown_table, positive_int, print_report)
 from common import SHARED_DATA  # noqa: E402
+from record import command_line, portable  # noqa: E402
 
 DATA = SHARED_DATA / "fer2013" / "val"
 SEED = 0
@@ -76,7 +77,7 @@ def measure(model: Path, data: Path, calib: Path, limit_per_class: int | None, e
     spec = EmotionClassifier(model, "cpu", self_check=False).spec
     x, y = labelled_batch(data, spec, limit_per_class)
     reference = outputs(model, x, "probs")
-    rows = [{"scheme": "fp32", "file": str(model), "accuracy": float((reference.argmax(1) == y).mean()),
+    rows = [{"scheme": "fp32", "file": portable(str(model)), "accuracy": float((reference.argmax(1) == y).mean()),
              "images_per_s_1": images_per_second(model, spec, threads=1),
              "images_per_s_2": images_per_second(model, spec, threads=2)}]
     sample = sample_of(image_files(calib), CALIB_IMAGES, SEED)
@@ -101,7 +102,8 @@ def measure(model: Path, data: Path, calib: Path, limit_per_class: int | None, e
                         "emulated_max_diff": float(np.abs(probs - literal[faces]).max())}
             rows.append(row)
             print(f"{name}: {row}", file=sys.stderr, flush=True)
-    return {"model": str(model), "data": str(data), "images": len(y), "calib": str(calib), "seed": SEED,
+    return {"model": portable(str(model)), "data": portable(str(data)), "images": len(y), "calib": portable(str(calib)),
+            "seed": SEED,
             "emulated_cpu": emulate, "emulated_faces": emulate_faces if emulate else None, "schemes": rows}
 
 
@@ -145,7 +147,7 @@ def main(argv=None) -> int:
     check_output_file("--json", args.json, [("--data", args.data), ("--calib", calib), ("--model", model)])
     machine = machine_info()
     result = measure(model, args.data, calib, args.limit_per_class, args.emulate_cpu, args.emulate_faces)
-    result["machine"] = machine
+    result |= {"command": command_line("int8_schemes.py", argv), "machine": machine}
     print_report(machine, table(result), args.json, result,
                  note=f"\n{result['images']} images of {result['data']}; each scheme calibrated on 256 images of "
                       f"{result['calib']} (seed {SEED}); batch 32")

@@ -1,11 +1,11 @@
 """The peer package ``fer`` (its Haar detector and tflite mini-Xception), measured the way fer-export's
 own benchmarks measure fer-batch, for the ratios they print. Run it with an interpreter that has ``fer``;
-it never imports fer-export (fer needs TensorFlow, which fer-export does not):
+it needs neither fer-export installed nor its dependencies (fer needs TensorFlow, which fer-export does not):
 
     python -m venv fer-venv && fer-venv/bin/pip install tensorflow-cpu 'opencv-contrib-python<5' pillow pandas tqdm \\
         && fer-venv/bin/pip install --no-deps fer==25.10.3
-    fer-venv/bin/python benchmarks/peer_fer.py video VIDEO [--repeat 3]
-    fer-venv/bin/python benchmarks/peer_fer.py crops FOLDER [--limit 2000] [--repeat 3]
+    fer-venv/bin/python benchmarks/peer_fer.py video VIDEO [--repeat 3] [--json out.json]
+    fer-venv/bin/python benchmarks/peer_fer.py crops FOLDER [--limit 2000] [--repeat 3] [--json out.json]
 
 ``video``: ``fer.Video(VIDEO).analyze(FER(), frequency=1)`` with nothing saved or shown (``cv2.waitKey``,
 which its loop calls even with ``display=False``, is made a no-op): frames/s over the call's wall time,
@@ -14,7 +14,9 @@ and classified whole with ``FER(offsets=(0, 0)).detect_emotions(image, face_rect
 image])`` (fer's default offsets would pad the crop with a flat border before classifying it), as
 ``fer-batch --detector none`` does: faces/s over wall time, best of ``--repeat``; the classifier alone
 on the same faces already read and resized (``model_faces_per_s``, as ``run.py`` times a model); and,
-for a labelled folder, top-1 accuracy. Prints one JSON object.
+for a labelled folder, top-1 accuracy. Prints one JSON object; ``--json`` also writes it, with the
+machine and the command, to a file (``benchmarks/results/peer_fer.json``). It imports only the
+standard-library modules of fer-export that name the machine, from the checkout it runs in.
 """
 from __future__ import annotations
 
@@ -28,7 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common import Parser, description, nonnegative_int, positive_int  # benchmarks/common.py: numpy, no fer-export
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: fer_export.cpu names the machine
+from common import (Parser, check_output_file, description, machine_info, nonnegative_int,  # noqa: E402
+                    positive_int, write_json)
+from record import command_line, portable  # noqa: E402
 
 EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -108,9 +113,15 @@ def main(argv=None) -> int:
                    help="at most this many crops, evenly spread (0: all)")
     for p in (v, c):
         p.add_argument("--repeat", type=positive_int, default=3, help="runs, best of")
+        p.add_argument("--json", type=Path, help="also write the result, with the machine, here")
     args = ap.parse_args(argv)
+    check_output_file("--json", args.json, [("PATH", args.path)])
+    machine = machine_info()
     result = video(args.path, args.repeat) if args.what == "video" else crops(args.path, args.limit, args.repeat)
+    result["video" if args.what == "video" else "folder"] = portable(str(args.path))
     print(json.dumps(result))
+    if args.json:
+        write_json(args.json, result | {"command": command_line("peer_fer.py", argv), "machine": machine})
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from common import (Parser, check_exists, check_model, check_output_file, default_model, description, machine_info,
                     markdown_table, positive_int, print_report, refuse)
 from common import SHARED_DATA
+from record import command_line, portable
 
 DATA = SHARED_DATA
 CROPS = DATA / "fer2013" / "val"
@@ -83,10 +84,11 @@ def main(argv=None) -> int:
     vreport, vwall = fer_batch([args.video], tmp / "video.csv", model=model, batch_size=bs, detector="yunet",
                                yunet_model=args.yunet_model)
     result = {
-        "model": str(model), "batch_size": bs, "crops": len(crops),
+        "command": command_line("pipeline.py", argv), "model": portable(str(model)), "batch_size": bs,
+        "crops": len(crops),
         "bare_session_crops_per_s": round(bare, 1), "fer_batch_crops_per_s": round(piped, 1),
         "ratio": round(piped / bare, 3), "crops_stages_s": report.timings,
-        "video": str(args.video), "video_frames": vreport.frames, "video_faces": vreport.faces,
+        "video": portable(str(args.video)), "video_frames": vreport.frames, "video_faces": vreport.faces,
         "video_frames_per_s": round(vreport.frames / vwall, 1), "video_stages_s": vreport.timings,
         "video_wall_s": round(vwall, 2), "machine": machine,
     }

@@ -12,8 +12,8 @@ Each crop is degraded in uint8 before the model's own preprocessing (read from t
   small in a picture or frame);
 - ``jpeg Q``: re-encoded as JPEG at quality Q.
 
-Prints accuracy per model and degradation and the drop from the clean crops. Runs on the CPU with
-onnxruntime; nothing is timed.
+Prints accuracy per model and degradation and the drop from the clean crops, and writes them with
+the machine to ``--json``. Runs on the CPU with onnxruntime; nothing is timed.
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Parser, check_exists, check_model, check_output_file, description, markdown_table,  # noqa: E402
-                    positive_int, write_json)
+from common import Parser, check_model, description, machine_info, markdown_table, print_report  # noqa: E402
 from common import SHARED_DATA  # noqa: E402
+from record import checked_model_set, command_line, model_set_options, portable  # noqa: E402
 
 DATA = SHARED_DATA / "fer2013" / "val"
 
@@ -79,12 +79,12 @@ def measure(models: list[str], data: Path, limit_per_class: int | None = None) -
             y = np.array([label for _, label in items])
         elif classifier.labels != labels:
             raise SystemExit(f"{path}: its labels {classifier.labels} differ from the first model's {labels}")
-        row = {"model": name, "file": str(path)}
+        row = {"model": name, "file": path.name}
         for degradation, fn in DEGRADATIONS.items():
             row[degradation] = accuracy(classifier, images if fn is None else [fn(i) for i in images], y)
         rows.append(row)
         print(f"{name}: " + ", ".join(f"{k} {row[k]:.2%}" for k in DEGRADATIONS), file=sys.stderr, flush=True)
-    return {"data": str(data), "images": len(images), "degradations": list(DEGRADATIONS), "models": rows}
+    return {"data": portable(str(data)), "images": len(images), "degradations": list(DEGRADATIONS), "models": rows}
 
 
 def table(result: dict) -> str:
@@ -100,21 +100,16 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> int:
     ap = Parser(description=description(__doc__))
-    ap.add_argument("--model", nargs="+", default=["accurate", "fast"],
-                    help="bundled model names (accurate, fast: the files the CPU runs) or ONNX files")
-    ap.add_argument("--data", type=Path, default=DATA, help="labelled folder: <emotion>/*.jpg")
-    ap.add_argument("--limit-per-class", type=positive_int, help="at most N images per class (seeded sample)")
-    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    model_set_options(ap, ["accurate", "fast"], "bundled model names (accurate, fast: the files the CPU runs) "
+                                                "or ONNX files", DATA)
     args = ap.parse_args(argv)
-    check_exists("--data", args.data, folder=True)
-    files = [check_model("--model", name) for name in args.model]
-    check_output_file("--json", args.json, [("--data", args.data), *(("--model", f) for f in files)])
+    checked_model_set(args, lambda name: check_model("--model", name))
+    machine = machine_info()
     result = measure(args.model, args.data, args.limit_per_class)
-    print(f"{result['images']} crops of {result['data']}: accuracy as they are and degraded "
-          f"(drop in points from clean)\n")
-    print(table(result))
-    if args.json:
-        write_json(args.json, result)
+    result |= {"command": command_line("robustness.py", argv), "machine": machine}
+    print_report(machine, table(result), args.json, result,
+                 note=f"\n{result['images']} crops of {result['data']}: accuracy as they are and degraded "
+                      f"(drop in points from clean); nothing is timed")
     return 0
 
 

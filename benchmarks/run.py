@@ -1,7 +1,7 @@
 """Every backend of the toolkit on one model: latency, throughput, memory, GFLOP/s and accuracy.
 
     python benchmarks/run.py [--model accurate|fast|CKPT.pth|MODEL.onnx ...] [--data DIR] [--calib DIR] [--quick]
-                             [--out-dir DIR]
+                             [--out-dir DIR] [--json out.json]
 
 Without --model: every model bundled with the package, then a side-by-side table of their fastest
 CPU rows. Backends: PyTorch eager fp32 and bf16 autocast, TorchScript, onnxruntime fp32 and int8 (static QDQ
@@ -10,7 +10,8 @@ when a GPU is present. An int8 .onnx (the bundled fast model) gives the int8 row
 into OUT_DIR/artifacts; an .onnx gives the onnxruntime rows only. Each backend runs in a fresh
 subprocess, so its peak RSS is its own: load the model, evaluate it on --data, then time
 ``predictor.logits(uint8 batch)`` at each batch size (warm-up, then --reps runs: p50, p90).
-Prints a markdown table and writes OUT_DIR/benchmark.json and OUT_DIR/benchmark.md. Exit status:
+Prints a markdown table and writes OUT_DIR/benchmark.json and OUT_DIR/benchmark.md (and the JSON,
+with the command that made it, to --json). Exit status:
 0 every backend measured or skipped with its reason (no GPU, no checkpoint), 1 some backend failed
 (export, quantisation or its run; the row's note says why), 2 bad options.
 Method (FLOP counting, peaks): benchmarks/README.md.
@@ -31,6 +32,7 @@ from common import (MIN_REPS, Parser, busy_warning, check_exists, check_model, c
                     describe_machine,                     description, machine_info, markdown_table, measured_ceiling, nonnegative_int, onnx_flops,
                     peak_gflops, peak_rss_mb, positive_int, summarize, time_call, write_json)
 from common import SHARED_DATA
+from record import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = SHARED_DATA / "fer2013" / "val"
@@ -484,6 +486,7 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer batch sizes, runs and images: minutes, not tens")
     ap.add_argument("--out-dir", type=Path, help="where artifacts, benchmark.json and benchmark.md go "
                                                  "(default: a new temporary folder)")
+    ap.add_argument("--json", type=Path, help="also write benchmark.json here (e.g. benchmarks/results/run.json)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one backend (JSON job), print the result
     args = ap.parse_args(argv)
     if args.worker:
@@ -517,6 +520,7 @@ def parse_args(argv=None):
                      own={"benchmark.json", "benchmark.md", "artifacts", *(n for n, _ in args.models)})
     if args.out_dir is not None:
         check_output_file("--out-dir", args.out_dir / "benchmark.json", inputs)
+    check_output_file("--json", args.json, inputs)
     args.out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="fer-bench-"))
     return args
 
@@ -526,12 +530,14 @@ def main(argv=None) -> int:
     if args.worker:
         print(RESULT_MARK + json.dumps(measure(json.loads(args.worker))), flush=True)
         return 0
-    result = run(args)
+    result = run(args) | {"command": command_line("run.py", argv)}
     text = report(result)
     print(text)
     write_json(args.out_dir / "benchmark.json", result)
     (args.out_dir / "benchmark.md").write_text(text + "\n")
     print(f"\nwrote {args.out_dir / 'benchmark.json'} and {args.out_dir / 'benchmark.md'}")
+    if args.json:
+        print(f"wrote {write_json(args.json, result)}")
     return 1 if any(r["note"].startswith(FAILED) for m in result["models"] for r in m["rows"]) else 0
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from common import (Parser, check_exists, check_output_file, description, machine_info, markdown_table,
                     positive_float, positive_int, print_report, refuse)
 from common import SHARED_DATA
+from record import command_line, portable
 
 DATA = SHARED_DATA
 
@@ -122,7 +123,7 @@ def main(argv=None) -> int:
     reference = max(fer_fps) if fer_fps else args.fer_fps
     reference_whole = max(fer_whole) if fer_whole else None
     rows = []
-    result = {"video": str(args.video), "repeat": args.repeat, "fer_fps": reference, "fer_runs": fer_fps,
+    result = {"video": portable(str(args.video)), "repeat": args.repeat, "fer_fps": reference, "fer_runs": fer_fps,
               "fer_whole_process_fps": reference_whole, "runs": []}
     ratio = lambda a, b: round(a / b, 2) if b else None  # noqa: E731
     for (m, d), rs in runs.items():
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
     if fer_fps:
         name, detector = ("fer (tflite)", "none") if args.video.is_dir() else ("fer (Haar, tflite)", "haar")
         rows.append([name, detector, None, round(reference_whole, 1), round(reference, 1), None, 1.0, 1.0])
-    result["machine"] = machine
+    result |= {"command": command_line("video_fps.py", argv), "machine": machine}
     print_report(machine, markdown_table(["model", "detector", "frames", "frames/s whole process", "frames/s in run",
                                           "cpu ms/frame", "x fer whole", "x fer in run"], rows), args.json, result)
     return 0

@@ -105,9 +105,11 @@ def test_two_models_side_by_side_an_int8_one_as_given(tmp_path, fer2013, exporte
     int8 = run.quantize(exported["onnx"], tmp_path / "small.int8.onnx", fer2013 / "train", 16)
     out = tmp_path / "bench"
     res = script("run.py", "--model", exported["onnx"], int8, "--data", fer2013 / "val", "--quick",
-                 "--batch-sizes", 1, 4, "--limit-per-class", 1, "--threads", 1, "--out-dir", out)
+                 "--batch-sizes", 1, 4, "--limit-per-class", 1, "--threads", 1, "--out-dir", out,
+                 "--json", tmp_path / "run.json")
     assert res.returncode == 0, res.stdout + res.stderr
-    fp32, q = json.loads((out / "benchmark.json").read_text())["models"]
+    whole = json.loads((out / "benchmark.json").read_text())
+    fp32, q = whole["models"]
     assert (fp32["name"], q["name"]) == (exported["onnx"].stem, "small.int8")
     assert q["artifacts"]["int8"] == str(int8.resolve()) and q["flops_per_image"] == fp32["flops_per_image"]
     measured = {r["backend"] for r in q["rows"] if r["batch"]}
@@ -115,6 +117,12 @@ def test_two_models_side_by_side_an_int8_one_as_given(tmp_path, fer2013, exporte
     assert all(r["note"].startswith("skipped") or r["note"].startswith("needs") for r in q["rows"] if not r["batch"])
     side = res.stdout.split("## Side by side")[1]
     assert len(table_lines(side)) == 2 + 4  # two models x the two largest batch sizes
+    # --json: the same result, with the command, as the docs' tables read it (benchmarks/tables.py)
+    import tables
+
+    recorded = json.loads((tmp_path / "run.json").read_text())
+    assert recorded == whole and recorded["command"].startswith("python benchmarks/run.py --model ")
+    assert table_lines(tables.run_table(recorded, [])) == table_lines(side)[:6]
 
 
 def test_pipeline_smoke(tmp_path, fer2013, videos, yunet_model, exported):
@@ -254,6 +262,7 @@ def test_robustness_degrades_the_same_crops_for_every_model(tmp_path, fer2013, e
     assert res.returncode == 0, res.stdout + res.stderr
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["images"] == 21 and [r["model"] for r in result["models"]] == [str(exported["onnx"]), "fast"]
+    assert result["machine"]["cpu"] in res.stdout and result["command"].startswith("python benchmarks/robustness.py")
     for row in result["models"]:
         assert set(result["degradations"]) <= set(row) and all(0 <= row[k] <= 1 for k in result["degradations"])
     lines = table_lines(res.stdout)
@@ -393,12 +402,16 @@ def test_an_output_folder_is_never_an_input_or_a_foreign_folder(tmp_path, capsys
     ("robustness", ["--limit-per-class", "0"], "--limit-per-class"),
     ("robustness", ["--model", "README.md"], "--model README.md"),
     ("dask_scaling", ["--workers", "0"], "--workers"),
+    ("accuracy", ["--model", "README.md"], "--model README.md"),
+    ("accuracy", ["--limit-per-class", "0"], "--limit-per-class"),
+    ("accuracy", ["--data", "/nonexistent"], "--data /nonexistent"),
     ("peer_fer", ["crops", "x", "--repeat", "0"], "--repeat"),
 ])
 def test_bad_options_are_one_line_errors(capsys, no_work, monkeypatch, module, args, says):
     monkeypatch.chdir(ROOT)
     # scripts that check their default --data first get a folder that exists (the shared data may not)
-    data = ["--data", str(ROOT / "fer_export")] if module in ("pictures", "robustness") and "--data" not in args else []
+    data = (["--data", str(ROOT / "fer_export")] if module in ("pictures", "robustness", "accuracy")
+            and "--data" not in args else [])
     assert says in refused(capsys, module, *args, *data)
 
 
@@ -466,3 +479,36 @@ def test_int8_schemes_compares_weights_that_can_and_cannot_saturate(tmp_path, ex
     assert len(table_lines(res.stdout)) == 2 + 4 and result["machine"]["cpu"] in res.stdout
     refused = script("int8_schemes.py", "--model", exported["onnx"], "--data", fer2013 / "val", "--calib", fer2013 / "val")
     assert refused.returncode == 2 and "--calib" in refused.stderr
+
+
+def test_accuracy_evaluates_each_model_and_an_int8_file_against_its_literal_run(tmp_path, exported, fer2013):
+    out = tmp_path / "accuracy.json"
+    res = script("accuracy.py", "--model", exported["onnx"], "fast", "--data", fer2013 / "val",
+                 "--limit-per-class", 1, "--json", out)
+    assert res.returncode == 0, res.stdout + res.stderr
+    result = json.loads(out.read_text())
+    tiny, fast = result["models"]
+    assert result["machine"]["cpu"] in res.stdout and result["command"].startswith("python benchmarks/accuracy.py")
+    assert tiny["precision"] == "fp32" and "agreement_literal" not in tiny
+    assert fast["precision"] == "int8" and fast["file"] == "fer2013_fast.int8.onnx"
+    for m in (tiny, fast):
+        assert m["images"] == 7 and m["correct"] == round(m["accuracy"] * 7) and len(m["sha256"]) == 64
+        assert set(m["per_class"]) == set(m["labels"]) and "self-check" in m["self_check"]
+    assert 0 <= fast["accuracy_literal"] <= 1 and fast["agreement_literal"] >= 6 / 7  # 7-bit weights: any CPU
+    assert len(table_lines(res.stdout)) == 2 + 2
+
+
+def test_peer_fer_writes_its_result_with_the_machine(tmp_path, monkeypatch):
+    """The fer package is not installed here: its measurement is stood in for; what is written around it is real."""
+    import peer_fer
+
+    monkeypatch.setattr(peer_fer, "crops", lambda folder, limit, repeat: {"tool": "fer", "faces": 3, "faces_per_s": 9.0})
+    folder, out = tmp_path / "crops", tmp_path / "peer.json"
+    folder.mkdir()
+    assert peer_fer.main(["crops", str(folder), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["faces"] == 3 and result["folder"] == str(folder) and result["machine"]["cpu"]
+    assert result["command"] == f"python benchmarks/peer_fer.py crops {folder} --json {out}"
+    with pytest.raises(SystemExit):  # an output inside the folder it reads is refused before any work
+        peer_fer.main(["crops", str(folder), "--json", str(folder / "peer.json")])
+    assert not (folder / "peer.json").exists()
