@@ -190,6 +190,13 @@ def peer_fer_table(result: dict, view: list[str]) -> str:
                             num(result["model_faces_per_s"]), pct(result.get("accuracy"))]])
 
 
+def browser_table(result: dict, view: list[str]) -> str:
+    """The page, Node.js and fer-batch on one model file (``benchmarks/browser.py``)."""
+    table = result["table"]
+    return markdown_table(table["headers"], [[num(c, 1) if isinstance(c, float) else ("-" if c is None else c)
+                                              for c in row] for row in table["rows"]])
+
+
 @dataclass(frozen=True)
 class Kind:
     render: Callable[[dict, list[str]], str]
@@ -210,6 +217,7 @@ KINDS = {
     "pictures": Kind(pictures_table, False),
     "video_tracking": Kind(video_tracking_table, True, untimed_views=("agreement",)),
     "peer_fer": Kind(peer_fer_table, True),
+    "browser": Kind(browser_table, True),
 }
 
 #: Results files written by another command than ``python benchmarks/SCRIPT.py OPTIONS --json FILE``.
