@@ -69,6 +69,21 @@ def videos() -> Path:
 
 
 @pytest.fixture(scope="session")
+def face_files(tmp_path_factory) -> list[Path]:
+    """The 16 bundled probe faces (48x48, cut from MIT-licensed photos) as JPEG files: face crops for the
+    tests that need some real faces as inputs, not FER2013's and not their labels."""
+    import cv2
+
+    from fer_export.probe import probe_faces
+
+    folder = tmp_path_factory.mktemp("faces")
+    paths = [folder / f"face_{i:02d}.jpg" for i in range(len(probe_faces()))]
+    for path, face in zip(paths, probe_faces()):
+        cv2.imwrite(str(path), face)
+    return paths
+
+
+@pytest.fixture(scope="session")
 def small_face(photos):
     """A 1920x1440 picture with one face of about 35 px at (900, 600), and that face photo's width:
     YuNet misses the face on the 640 px copy it detects on, and finds it at 1280 px."""

@@ -34,8 +34,15 @@ def assert_refused(res, *words: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def crop(fer2013) -> Path:
-    return fer_crops(fer2013, 1)[0]
+def crop(tmp_path_factory) -> Path:
+    """One 48x48 face (a probe face, cut from an MIT-licensed photo): the options are under test, not the data."""
+    import cv2
+
+    from fer_export.probe import probe_faces
+
+    path = tmp_path_factory.mktemp("crop") / "face.png"
+    cv2.imwrite(str(path), probe_faces()[0])
+    return path
 
 
 NUMERIC = ["--batch-size", "--det-threshold", "--det-size", "--det-nms", "--look-again", "--min-face", "--max-faces",

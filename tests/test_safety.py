@@ -21,7 +21,7 @@ from fer_export.batch.sources import collect_sources, escape_name, unescape_name
 from fer_export.cli.batch import main
 from fer_export.errors import ArtifactError, InputError
 from fer_export.runtime import EmotionClassifier
-from test_batch import fer_crops
+
 
 BAD = os.fsdecode(b"bad\xff name.jpg")  # not valid UTF-8
 
@@ -166,8 +166,8 @@ def test_unwritable_outputs_are_found_before_any_input(tmp_path, folder, tiny_mo
     assert not (tmp_path / "r.csv").exists() and not (tmp_path / "newdir").exists()
 
 
-def test_a_full_disk_mid_run_keeps_what_finished(tmp_path, monkeypatch, tiny_model, fer2013):
-    crops = fer_crops(fer2013, 2)
+def test_a_full_disk_mid_run_keeps_what_finished(tmp_path, monkeypatch, tiny_model, face_files):
+    crops = face_files[:14]
     args = [*crops, "--model", tiny_model, "--batch-size", 2, "--workers", 1]
     assert batch(*args, "--out", tmp_path / "clean.csv").exit_code == 0
     from fer_export.batch import commit, results
@@ -283,8 +283,8 @@ def test_resume_matches_inputs_however_they_are_spelled(tmp_path, folder, tiny_m
 
 @pytest.mark.parametrize("damage", [b"garbage\n", b"\0" * 64, b'{"source": "x", "end": 5}\n', b"[1, 2]\n",
                                     b'{"source": "x", "status": "ok", "end": "far"}\n', b"\xff\xfe\n"])
-def test_a_damaged_journal_ends_where_the_damage_starts(tmp_path, tiny_model, fer2013, damage):
-    crops = fer_crops(fer2013, 1)
+def test_a_damaged_journal_ends_where_the_damage_starts(tmp_path, tiny_model, face_files, damage):
+    crops = face_files[:7]
     args = [*crops, "--model", tiny_model, "--batch-size", 2]
     assert batch(*args, "--out", tmp_path / "clean.csv").exit_code == 0
     out = tmp_path / "r.csv"
@@ -362,8 +362,8 @@ def test_kaggle_layout_with_train_and_test_says_which_option(tmp_path, tiny_mode
 
 @pytest.mark.data
 @pytest.mark.parametrize("every_s, writes", [(0.0, 7), (1e9, 2)])
-def test_finished_inputs_are_written_together_at_most_every_commit_interval(tmp_path, monkeypatch, tiny_model, fer2013,
-                                                                         every_s, writes):
+def test_finished_inputs_are_written_together_at_most_every_commit_interval(tmp_path, monkeypatch, tiny_model,
+                                                                         face_files, every_s, writes):
     """Writes (two fsyncs each) are grouped by time: the first finished input at once, then at most one
     write per interval, and the end of the run writes the rest; the file is the same."""
     from fer_export.batch import commit
@@ -377,12 +377,12 @@ def test_finished_inputs_are_written_together_at_most_every_commit_interval(tmp_
 
     monkeypatch.setattr(ResultsWriter, "commit", commit)
     out = tmp_path / f"{writes}.csv"
-    res = batch(*fer_crops(fer2013, 1), "--model", tiny_model, "--batch-size", 1, "--workers", 1, "--out", out)
+    res = batch(*face_files[:7], "--model", tiny_model, "--batch-size", 1, "--workers", 1, "--out", out)
     assert res.exit_code == 0, res.output
     assert len(commits) == writes and sum(commits) == 7
     monkeypatch.setattr(ResultsWriter, "commit", real)
     again = tmp_path / "again.csv"
-    assert batch(*fer_crops(fer2013, 1), "--model", tiny_model, "--out", again).exit_code == 0
+    assert batch(*face_files[:7], "--model", tiny_model, "--out", again).exit_code == 0
     assert out.read_bytes() == again.read_bytes()
 
 
