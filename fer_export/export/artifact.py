@@ -5,6 +5,7 @@ it imports none of them.
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,15 @@ class Artifact:
     @property
     def precision(self) -> str:
         return self.metadata.get(META_PRECISION, "fp32")
+
+    @property
+    def passed_parity(self) -> bool:
+        """Whether the file records a parity check that it passed (its ``META_PARITY`` record)."""
+        try:
+            record = json.loads(self.metadata.get(META_PARITY, "{}"))
+        except ValueError:
+            return False
+        return isinstance(record, dict) and record.get("passed") is True
 
 
 

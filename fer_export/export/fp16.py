@@ -19,7 +19,6 @@ fp16 tolerance :data:`fer_export.parity.FP16`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -158,11 +157,7 @@ def fp16_problems(source) -> list[str]:
     if source.input_format != INPUT_NORMALIZED:
         problems.append("it takes uint8 crops; make the fp16 copy of the plain file, then embed it "
                         "(fer-export embed NAME.fp16.onnx)")
-    try:
-        passed = json.loads(source.metadata.get(META_PARITY, "{}")).get("passed") is True
-    except (ValueError, AttributeError):
-        passed = False
-    if not passed:
+    if not source.passed_parity:
         problems.append("it has not passed its parity check; export the fp32 model first (fer-export onnx)")
     if source.metadata.get(META_TTA) == UNCERTAIN:
         problems.append(f"it mirrors uncertain faces in a second pass ({UNCERTAIN}), whose threshold float16 would "

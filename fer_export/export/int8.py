@@ -3,7 +3,6 @@
 judgement."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import ExportError
@@ -26,11 +25,7 @@ def int8_problems(source: Artifact) -> list[str]:
         problems.append("it takes uint8 crops (--with-preprocessing); int8 needs the plain graph")
     if source.batch is not None:
         problems.append(f"its batch is fixed at {source.batch}; int8 needs the dynamic-batch graph")
-    try:
-        passed = json.loads(source.metadata.get(META_PARITY, "{}")).get("passed") is True
-    except ValueError:
-        passed = False
-    if not passed:
+    if not source.passed_parity:
         problems.append("it has not passed its parity check; export the fp32 model first (fer-export onnx)")
     if source.metadata.get(META_TTA) == UNCERTAIN:
         problems.append(f"it mirrors uncertain faces in a second pass ({UNCERTAIN}); make the int8 copy of the plain "
