@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from fer_export.cli.export import main as fer_export
 from fer_export.model import build_model, load_checkpoint, save_checkpoint
-from training.from_onnx import main as from_onnx
+from training.from_onnx import folded_weights, main as from_onnx
 
 from conftest import TINY
 
@@ -66,9 +66,39 @@ def test_refuses_what_it_cannot_unfold(folded, tmp_path):
     assert res.exit_code == 2 and "not a readable ONNX file" in res.output
     res = CliRunner().invoke(from_onnx, [str(onnx_file), "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "a.pth")])
     assert res.exit_code == 2 and "nodata: no such folder of training images" in res.output
-    res = CliRunner().invoke(fer_export, ["onnx", str(onnx_file), "--int8", "--calib", str(train)])
-    int8 = onnx_file.with_name("model.int8.onnx")
-    assert res.exit_code == 0 and int8.is_file(), res.output
-    res = CliRunner().invoke(from_onnx, [str(int8), "--data", str(train), "--out", str(tmp_path / "a.pth")])
-    assert res.exit_code == 2 and "an int8 copy" in res.output
     assert not (tmp_path / "a.pth").exists()
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["int8", "int8+hflip-uncertain"])
+def test_an_int8_copy_unfolds_to_its_dequantized_weights(folded, tmp_path, flip):
+    """An int8 file (the bundled fast model is one, with hflip-uncertain) gives the network it rounds."""
+    ckpt, _, train = folded
+    plain = tmp_path / "plain.onnx"
+    assert CliRunner().invoke(fer_export, ["onnx", str(ckpt), "-o", str(plain)]).exit_code == 0
+    res = CliRunner().invoke(fer_export, ["int8", str(plain), "--calib", str(train)])
+    int8 = tmp_path / "plain.int8.onnx"
+    assert res.exit_code == 0 and int8.is_file(), res.output
+    if flip:
+        res = CliRunner().invoke(fer_export, ["flip", str(int8), "--flip-below", "0.9", "-o", str(tmp_path / "f.onnx")])
+        assert res.exit_code == 0, res.output
+        int8 = tmp_path / "f.onnx"
+    out = tmp_path / "from_int8.pth"
+    res = CliRunner().invoke(from_onnx, [str(int8), "--data", str(train), "--out", str(out), "--images", "28"])
+    assert res.exit_code == 0, res.output
+    assert "its int8 weights dequantized" in res.output and "agrees with" in res.output
+    # each dequantized weight is the fp32 file's own, rounded to one of 2 * 63 steps of its channel's range
+    fp32, _, _ = folded_weights(plain)
+    weights, _, is_int8 = folded_weights(int8)
+    assert is_int8
+    convs = [name for name in fp32 if name.endswith("conv1.weight")]
+    assert convs
+    for name in convs:
+        step = np.abs(fp32[name]).reshape(len(fp32[name]), -1).max(1) / 63
+        error = np.abs(weights[name] - fp32[name]).reshape(len(step), -1).max(1)
+        assert (error <= step / 2 + 1e-6).all() and error.max() > 0, name
+    original, _ = load_checkpoint(ckpt)
+    unfolded, _ = load_checkpoint(out)
+    x = torch.randn(64, 1, 48, 48)
+    with torch.no_grad():
+        theirs, ours = original.eval()(x), unfolded.eval()(x)
+    assert (theirs.argmax(1) == ours.argmax(1)).float().mean() >= 0.9

@@ -11,33 +11,69 @@ training images, and its scale and shift are chosen so that eval mode still comp
 function exactly (checked against onnxruntime before the checkpoint is written) while training mode,
 which normalises with each batch's own statistics, computes nearly the same one. The spec, framing
 included, comes from the file's metadata. The checkpoint is written as fer-train writes one
-(``{'model_state_dict', 'spec'}``) and loads with ``weights_only=True``. Only the fp32 file will do:
-an int8 copy's weights are rounded (``.int8.onnx``; export the checkpoint's fp32 file instead).
+(``{'model_state_dict', 'spec'}``) and loads with ``weights_only=True``.
+
+An int8 copy (static QDQ, as ``fer-export int8`` writes it) gives its weights dequantized: the
+network the int8 file rounds. Its activations are rounded in the file and not in the checkpoint, so
+the check is then the share of faces whose top-1 label the two agree on (at least
+``INT8_AGREEMENT``), not the logits' difference. The file's test-time views (``hflip``,
+``hflip-uncertain``) are applied to the checkpoint for the check; the checkpoint itself is the
+network alone.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
 
 from fer_export.errors import ArtifactError, FerExportError, InputError
 
+if TYPE_CHECKING:
+    from fer_export.spec import ModelSpec
+
 #: The prefix fer-export's wrapper modules put before the network's own parameter names.
 PREFIXES = ("model.model.", "model.", "")
 #: How the exporter names a convolution's folded bias: ``<conv>.weight_bias`` (or ``<conv>.bias``).
 BIAS_SUFFIXES = (".weight_bias", ".bias")
-TOLERANCE = 1e-4  # max |logit difference| between the checkpoint (eval) and the file
+TOLERANCE = 1e-4  # max |logit difference| between the checkpoint (eval) and an fp32 file
+INT8_AGREEMENT = 0.97  # least share of faces on which the checkpoint and an int8 file agree (top-1)
+#: How a static QDQ file names a weight's dequantized value: ``<fp32 name>_DequantizeLinear_Output``.
+DEQUANTIZED_SUFFIX = "_DequantizeLinear_Output"
 
 
-def folded_weights(path: Path) -> tuple[dict[str, np.ndarray], "ModelSpec"]:  # noqa: F821
-    """The file's initializers by name, and its spec."""
+def dequantized(graph, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` (a graph's initializers by name) with every weight a ``DequantizeLinear`` node reads
+    from an initializer added as floats under its fp32 name: ``(q - zero_point) * scale``, per
+    channel along the node's axis."""
+    out = dict(arrays)
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in arrays:
+            continue
+        q = arrays[node.input[0]].astype(np.float64)
+        scale = arrays[node.input[1]].astype(np.float64)
+        zero = arrays[node.input[2]].astype(np.float64) if len(node.input) > 2 and node.input[2] else 0.0
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if np.ndim(scale) == 1 and q.ndim > 1:  # per channel: broadcast along the axis
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            scale = scale.reshape(shape)
+            zero = np.reshape(zero, shape) if np.ndim(zero) else zero
+        name = node.output[0]
+        out[name[:-len(DEQUANTIZED_SUFFIX)] if name.endswith(DEQUANTIZED_SUFFIX) else name] = \
+            ((q - zero) * scale).astype(np.float32)
+    return out
+
+
+def folded_weights(path: Path) -> tuple[dict[str, np.ndarray], ModelSpec, bool]:
+    """The file's weights by name (an int8 copy's dequantized), its spec, and whether it is int8."""
     import onnx
     from onnx import numpy_helper
 
     from fer_export.runtime import spec_from_metadata
-    from fer_export.spec import META_TTA
+    from fer_export.spec import META_TTA, UNCERTAIN
 
     try:
         model = onnx.load(str(path))
@@ -46,12 +82,12 @@ def folded_weights(path: Path) -> tuple[dict[str, np.ndarray], "ModelSpec"]:  # 
     meta = {p.key: p.value for p in model.metadata_props}
     spec = spec_from_metadata(meta, path)
     tta = meta.get(META_TTA, "none")
-    if tta not in ("none", "hflip"):
+    if tta not in ("none", "hflip", UNCERTAIN):
         raise InputError(f"{path}: its graph averages over {tta!r}, which this unfolding does not rebuild; "
                          "give the file it was made from (exported with --tta none or hflip)")
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        raise InputError(f"{path}: an int8 copy; its weights are rounded. Give the fp32 file it was made from")
-    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}, spec
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    int8 = any(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    return (dequantized(model.graph, weights) if int8 else weights), spec, int8
 
 
 def _find(weights: dict, name: str, suffixes: tuple[str, ...], path: Path) -> np.ndarray:
@@ -124,21 +160,30 @@ def unfold(weights: dict[str, np.ndarray], spec, images: np.ndarray, path: Path)
     return model
 
 
-def check_against_file(model, spec, path: Path, images: np.ndarray) -> float:
-    """Max |logit difference| between ``model`` (eval, TTA as the file's) and the file on ``images``."""
+def check_against_file(model, spec, path: Path, images: np.ndarray) -> tuple[float, float]:
+    """Max |logit difference| and top-1 agreement between ``model`` (eval, with the file's test-time
+    views) and the file on ``images``."""
     import torch
 
+    from fer_export.export.flip import mix
     from fer_export.preprocess import normalize
     from fer_export.runtime import EmotionClassifier
-    from fer_export.spec import META_TTA
+    from fer_export.spec import META_FLIP_BELOW, META_TTA, UNCERTAIN
 
     clf = EmotionClassifier(path, provider="cpu")
     x = torch.from_numpy(normalize(images, spec))
-    with torch.no_grad():
-        ours = model(x)
-        if clf.metadata.get(META_TTA) == "hflip":
-            ours = (ours + model(torch.flip(x, dims=[3]))) / 2
-    return float(np.abs(clf.logits(images) - ours.numpy()).max())
+
+    def run(rows=slice(None), mirrored=False) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.flip(x[rows], dims=[3]) if mirrored else x[rows]).numpy()
+
+    ours, tta = run(), clf.metadata.get(META_TTA)
+    if tta == "hflip":
+        ours = (ours + run(mirrored=True)) / 2
+    elif tta == UNCERTAIN:
+        ours = mix(ours, lambda rows: run(rows, mirrored=True), float(clf.metadata[META_FLIP_BELOW]))
+    theirs = clf.logits(images)
+    return float(np.abs(theirs - ours).max()), float((theirs.argmax(1) == ours.argmax(1)).mean())
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,7 +209,7 @@ def main(model_file: Path, data: Path, out: Path, images: int, seed: int) -> Non
         need(out.suffix == ".pth", f"--out {out}: give the checkpoint a .pth name")
         need(out.resolve() != model_file.resolve(), f"--out {out} is the model file itself")
         check_writable("--out", out)
-        weights, spec = folded_weights(model_file)
+        weights, spec, int8 = folded_weights(model_file)
         need(data.is_dir(), f"{data}: no such folder of training images (DATA/train)")
         items = labelled_images(data, spec.labels)
         need(len(items) >= 16, f"{data}: {len(items)} labelled images; at least 16 are needed")
@@ -172,15 +217,23 @@ def main(model_file: Path, data: Path, out: Path, images: int, seed: int) -> Non
         pick = rng.choice(len(items), size=min(images, len(items)), replace=False)
         pixels = np.stack([resize(read_gray(items[i][0]), spec.input_size, spec.resize) for i in sorted(pick)])
         model = unfold(weights, spec, pixels, model_file)
-        diff = check_against_file(model, spec, model_file, pixels[:256])
-        need(diff <= TOLERANCE, f"{model_file}: the unfolded network differs from the file by {diff:.2g} "
-             f"(more than {TOLERANCE:g}); it is not one fer-export can unfold", ArtifactError)
+        diff, agree = check_against_file(model, spec, model_file, pixels[:256])
+        if int8:
+            need(agree >= INT8_AGREEMENT, f"{model_file}: the dequantized network agrees with the int8 file on "
+                 f"{agree:.1%} of faces (less than {INT8_AGREEMENT:.0%}); it is not one fer-export can unfold",
+                 ArtifactError)
+        else:
+            need(diff <= TOLERANCE, f"{model_file}: the unfolded network differs from the file by {diff:.2g} "
+                 f"(more than {TOLERANCE:g}); it is not one fer-export can unfold", ArtifactError)
         save_checkpoint(out, model, spec, source=str(model_file))
     except FerExportError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    match = (f"its int8 weights dequantized; eval mode agrees with {model_file.name} on {agree:.1%} of "
+             f"{min(len(pixels), 256)} faces (logits within {diff:.2g})" if int8
+             else f"eval mode matches {model_file.name} within {diff:.1g}")
     click.echo(f"{out}: {spec.arch} at {spec.input_size[0]}x{spec.input_size[1]} px, BatchNorm recalibrated over "
-               f"{len(pixels)} training images; eval mode matches {model_file.name} within {diff:.1g}")
+               f"{len(pixels)} training images; {match}")
 
 
 if __name__ == "__main__":
