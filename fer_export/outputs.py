@@ -107,10 +107,13 @@ def is_inside(path: str | Path, folder: str | Path) -> bool:
 
 
 class Claims:
-    """The files one command reads and writes, by real path: an output may claim a path nobody holds."""
+    """The files one command reads and writes, by real path: an output may claim a path nobody holds.
+    ``resolved``: more ``(what, path)`` pairs whose paths are real paths already (fer-batch's inputs,
+    resolved once while collecting them: resolving thousands again costs a stat per path component)."""
 
-    def __init__(self, inputs: Named = ()):
+    def __init__(self, inputs: Named = (), resolved: Named = ()):
         self.taken = {os.path.realpath(p): (what, p) for what, p in inputs if p is not None}
+        self.taken.update((real, (what, real)) for what, real in resolved)
 
     def holder(self, path: str | Path) -> tuple[str, str | Path] | None:
         """Who holds ``path`` already, as ``(what, path)``, e.g. ``("--out", "r.csv")``; or None."""

@@ -57,7 +57,7 @@ def _check_outputs(config: BatchConfig, sources: list[Source]) -> None:
                               "(or --resume, which writes it again), or choose another path")
         check_name_length("--summary", config.summary, printable(str(config.summary)))
         files["--summary"] = config.summary
-    claims = Claims((("an input", s.key) for s in sources))
+    claims = Claims(resolved=(("an input", s.key) for s in sources))  # each key is the input's real path
     for option, path in files.items():
         holder = claims.holder(path)
         if holder is not None and holder[0] == "an input":
