@@ -162,13 +162,13 @@ class _Detector:
         """The largest scale :meth:`detect` looks at ``image`` at."""
         return min(1.0, max(self.sizes) / max(image.shape[:2]))
 
-    def detect_in(self, image: np.ndarray, region: tuple[int, int, int, int], s: float) -> list[Face]:
-        """The faces found in ``region`` (x0, y0, x1, y1) of ``image`` scaled by ``s``, in ``image``'s
-        pixels (a video's face followed around its last box: :mod:`.follow`); unmerged, all kept."""
-        x0, y0, x1, y1 = region
-        found = self._found(resized(image[y0:y1, x0:x1], s), s, (y1 - y0, x1 - x0))
-        return [Face(f.x + x0, f.y + y0, f.w, f.h, f.score, None if f.landmarks is None else
-                     tuple(round(v + (y0 if k % 2 else x0), 2) for k, v in enumerate(f.landmarks))) for f in found]
+    def detect_in(self, small: np.ndarray, window: tuple[int, int, int, int], s: float, shape) -> list[Face]:
+        """The faces found in ``window`` (x0, y0, x1, y1, in ``small``'s pixels) of ``small``, a frame of
+        ``shape`` scaled by ``s`` (a video's face followed around its last box: :mod:`.follow`), in the
+        frame's pixels; unmerged, all kept. Cut from the frame scaled as :meth:`detect` scales it, the
+        window holds the very pixels the whole-frame search sees there."""
+        x0, y0, x1, y1 = window
+        return self._found(small[y0:y1, x0:x1], s, shape, at=(x0, y0))
 
     def recorded(self) -> dict:
         """The settings that change what this detector finds and crops, as a run's journal records them
@@ -199,10 +199,11 @@ class _Detector:
         return faces, s
 
     def _found(self, small: np.ndarray, s: float, shape, mirrored: bool = False,
-               back: np.ndarray | None = None) -> list[Face]:
+               back: np.ndarray | None = None, at: tuple[int, int] = (0, 0)) -> list[Face]:
         """The faces ``_detect`` finds in ``small`` (``image`` scaled by ``s``; ``mirrored``: searched
-        flipped left to right; ``back``: a turned copy, with :func:`turned`'s map back), in ``image``'s
-        pixels. A face found turned keeps its box's size, upright, about its centre mapped back."""
+        flipped left to right; ``back``: a turned copy, with :func:`turned`'s map back; ``at``: where
+        ``small`` starts in the scaled image, when it is a window of it), in ``image``'s pixels. A face
+        found turned keeps its box's size, upright, about its centre mapped back."""
         faces, width = [], small.shape[1]
         for (x, y, w, h), score, points in self._detect(small[:, ::-1].copy() if mirrored else small):
             if mirrored:
@@ -213,7 +214,8 @@ class _Detector:
                 if points is not None:
                     xy = np.reshape(np.asarray(points, np.float64), (-1, 2))
                     points = tuple((xy @ back[:, :2].T + back[:, 2]).ravel().tolist())
-            marks = None if points is None else tuple(round(float(v) / s, 2) for v in points)
+            x, y = x + at[0], y + at[1]
+            marks = None if points is None else tuple(round(float(v + at[k % 2]) / s, 2) for k, v in enumerate(points))
             face = _clip([x / s, y / s, w / s, h / s], score, shape, marks)
             if face is not None and min(face.w, face.h) >= self.settings.min_face:
                 faces.append(face)

@@ -1,5 +1,6 @@
 """Faces followed through a video (torch-free): each face of the last sampled frame is searched for
-in a small region around its box, at a small input size, instead of searching the whole frame again.
+in a region around its box, at the scale the whole frame is searched at, instead of searching the
+whole frame again (``--full-detect-every K`` above 1).
 
 The whole frame is still searched (:meth:`~.faces._Detector.detect`):
 
@@ -8,6 +9,8 @@ The whole frame is still searched (:meth:`~.faces._Detector.detect`):
   sampled frames;
 - when a face followed is not found around its box (it left, turned away, or was hidden), or two
   faces followed merge into one;
+- when the regions around the faces cover more than :data:`MOST_COVERED` of the frame: searching
+  them would cost about as much as the whole frame, which also finds faces that entered;
 - on a scene cut: a frame whose small gray thumbnail differs from the last one's by more than
   :data:`SCENE_CUT` (mean absolute difference), where the faces may be new ones in the old places.
 
@@ -22,17 +25,19 @@ import cv2
 import numpy as np
 
 from .crops import Face
+from .faces import resized
 from .frames import FrameSampler, open_video
 from .tracking import shift
 
 #: A face is searched for in a square this many times its box's longer side, about the box's centre
-#: (clipped to the frame): room for the face to move half its size between two sampled frames.
-REGION = 2.0
-#: The region is scaled to at most this long side (px), and never above the scale the whole frame is
-#: searched at: the face is then large enough for YuNet to find and box as it does in the whole frame,
-#: at a fraction of the whole frame's pixels. A multiple of 32, YuNet's padding.
-REGION_SIDE = 320
-#: YuNet's coarsest cell (px): a region at the whole frame's scale starts on a multiple of it there.
+#: (clipped to the frame), cut from the frame scaled as the whole frame is searched and starting on
+#: YuNet's grid: the detector sees the pixels the whole-frame search sees there, with context enough
+#: around the face that it boxes it as that search does (a smaller region moves the box enough to
+#: change the emotion on some frames: benchmarks/README.md, "video_tracking.py").
+REGION = 3.0
+#: The share of the frame the regions may cover before the whole frame is searched instead.
+MOST_COVERED = 0.5
+#: YuNet's coarsest cell (px): a region starts on a multiple of it in the scaled frame.
 GRID = 32
 #: A face found around a followed face's box is the same face when their centres are at most this
 #: many box sides apart and their sizes within 1.5x (:func:`~.tracking.shift`).
@@ -104,10 +109,16 @@ class Follower:
 
     def _followed(self, image: np.ndarray) -> list[Face] | None:
         """Each face of the last frame, found again around its box; None when one is not (or two
-        became one): the whole frame is searched then."""
+        became one), or when the regions would cover most of the frame: the whole frame is searched then."""
+        H, W = image.shape[:2]
+        sides = [REGION * max(f.w, f.h) for f in self.last]
+        if sum(min(W, side) * min(H, side) for side in sides) > MOST_COVERED * W * H:
+            return None
+        s = self.detector.full_scale(image)
+        small = resized(image, s)
         found = []
         for face in self.last:
-            again = self._around(image, face)
+            again = self._around(small, s, image.shape, face)
             if again is None:
                 return None
             found.append(again)
@@ -115,18 +126,14 @@ class Follower:
             return None
         return sorted(found, key=lambda f: (f.x, f.y))
 
-    def _around(self, image: np.ndarray, face: Face) -> Face | None:
-        """The face found nearest ``face``'s box in the region around it, if it is the same face."""
-        H, W = image.shape[:2]
-        half = REGION * max(face.w, face.h) / 2
-        cx, cy = face.x + face.w / 2, face.y + face.h / 2
-        x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
-        x1, y1 = min(W, int(np.ceil(cx + half))), min(H, int(np.ceil(cy + half)))
-        full = self.detector.full_scale(image)
-        s = min(full, REGION_SIDE / max(x1 - x0, y1 - y0))
-        if s == full:  # at the whole frame's scale, on its grid of YuNet's cells: the same pixels, the same boxes
-            x0, y0 = (int(v * s // GRID * GRID / s) for v in (x0, y0))
-        candidates = self.detector.detect_in(image, (x0, y0, x1, y1), s)
+    def _around(self, small: np.ndarray, s: float, shape, face: Face) -> Face | None:
+        """The face found nearest ``face``'s box in the region around it, if it is the same face;
+        ``small``: the frame (of ``shape``) scaled by ``s`` as the whole frame is searched."""
+        half = REGION * max(face.w, face.h) * s / 2
+        cx, cy = (face.x + face.w / 2) * s, (face.y + face.h / 2) * s
+        x0, y0 = (max(0, int(v - half)) // GRID * GRID for v in (cx, cy))
+        x1, y1 = min(small.shape[1], int(np.ceil(cx + half))), min(small.shape[0], int(np.ceil(cy + half)))
+        candidates = self.detector.detect_in(small, (x0, y0, x1, y1), s, shape)
         if not candidates:
             return None
         distance, best = min(((shift(c.box, face.box), k) for k, c in enumerate(candidates)))
