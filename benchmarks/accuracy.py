@@ -5,8 +5,8 @@ fer-eval's own code path, written with the machine that ran it.
                                   [--limit-per-class N] [--json out.json]
 
 ``--model`` takes bundled names (``accurate`` and ``fast``: the files the CPU runs, both int8;
-``accurate-fp32``: the accurate model's fp32 file) or exported ONNX files; default: all three bundled
-files. ``--data`` is a labelled folder in FER2013's Kaggle layout (default PublicTest). Per model:
+``accurate-fp32``: the accurate model's fp32 file) or exported ONNX files, each as ``LABEL=FILE`` to
+name it in the tables; default: all three bundled files. ``--data`` is a labelled folder in FER2013's Kaggle layout (default PublicTest). Per model:
 the accuracy :func:`fer_export.evaluate.evaluate_folder` gives (what ``fer-eval MODEL --data DIR``
 prints), the faces right, the per-class precision, recall and F1, and the file's self-check on this
 CPU. For an int8 file also its **literal run** (graph optimisations off: ONNX's own definition of
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Parser, check_model, description, machine_info, markdown_table, print_report  # noqa: E402
 from common import SHARED_DATA  # noqa: E402
-from record import checked_model_set, command_line, model_set_options, portable  # noqa: E402
+from record import checked_model_set, command_line, labelled, model_set_options, portable  # noqa: E402
 
 DATA = SHARED_DATA / "fer2013" / "val"
 DEFAULT_MODELS = ("accurate", "accurate-fp32", "fast")
@@ -57,8 +57,9 @@ def measure(names: list[str], data: Path, limit_per_class: int | None = None) ->
     from fer_export.spec import META_PRECISION
 
     rows = []
-    for name in names:
-        path = model_file(name)
+    for entry in names:
+        name, model = labelled(entry)
+        path = model_file(model)
         result = evaluate_folder(path, data, split="", limit_per_class=limit_per_class)
         meta = read_metadata(open_session(path, "cpu")[0], path)
         precision = meta.get(META_PRECISION, "fp32")

@@ -36,10 +36,18 @@ def command_line(script: str, argv=None) -> str:
     return shlex.join(["python", f"benchmarks/{script}", *(portable(a) for a in args)])
 
 
+def labelled(entry: str) -> tuple[str, str]:
+    """A ``--model`` entry as (label, model): ``LABEL=MODEL`` names a file in the tables
+    (``accurate-twin=runs/a/accurate.int8.onnx``); any other entry is its own label."""
+    label, eq, model = entry.partition("=")
+    return (label, model) if eq and label and model else (entry, entry)
+
+
 def model_set_options(ap, models: list[str], model_help: str, data: Path) -> None:
-    """The options of a script that runs models over a labelled folder: ``--model`` (one or more),
-    ``--data``, ``--limit-per-class`` and ``--json``."""
-    ap.add_argument("--model", nargs="+", default=models, help=model_help)
+    """The options of a script that runs models over a labelled folder: ``--model`` (one or more,
+    each a name, a file or ``LABEL=FILE``: :func:`labelled`), ``--data``, ``--limit-per-class`` and
+    ``--json``."""
+    ap.add_argument("--model", nargs="+", default=models, help=model_help + "; LABEL=FILE names a file in the tables")
     ap.add_argument("--data", type=Path, default=data, help="labelled folder: <emotion>/*.jpg (default PublicTest)")
     ap.add_argument("--limit-per-class", type=positive_int, help="at most N images per class (seeded sample)")
     ap.add_argument("--json", type=Path, help="also write the numbers, with the machine, here")
@@ -49,6 +57,6 @@ def checked_model_set(args, model_file: Callable[[str], Path]) -> list[Path]:
     """The model files of :func:`model_set_options`' options, refused (one line, exit 2) before any work
     when ``--data`` is missing, a model is not a file, or ``--json`` would replace an input."""
     check_exists("--data", args.data, folder=True)
-    files = [model_file(name) for name in args.model]
+    files = [model_file(labelled(entry)[1]) for entry in args.model]
     check_output_file("--json", args.json, [("--data", args.data), *(("--model", f) for f in files)])
     return files

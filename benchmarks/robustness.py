@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Parser, check_model, description, machine_info, markdown_table, print_report  # noqa: E402
 from common import SHARED_DATA  # noqa: E402
-from record import checked_model_set, command_line, model_set_options, portable  # noqa: E402
+from record import checked_model_set, command_line, labelled, model_set_options, portable  # noqa: E402
 
 DATA = SHARED_DATA / "fer2013" / "val"
 
@@ -67,8 +67,9 @@ def measure(models: list[str], data: Path, limit_per_class: int | None = None) -
     from fer_export.runtime import EmotionClassifier, resolve_model
 
     rows, images, labels = [], None, None
-    for name in models:
-        path = resolve_model(name, "cpu")
+    for entry in models:
+        name, model = labelled(entry)
+        path = resolve_model(model, "cpu")
         classifier = EmotionClassifier(path, provider="cpu")
         if labels is None:
             labels = classifier.labels

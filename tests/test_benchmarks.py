@@ -257,11 +257,13 @@ def test_robustness_degrades_the_same_crops_for_every_model(tmp_path, fer2013, e
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import robustness
 
-    res = script("robustness.py", "--model", exported["onnx"], "fast", "--data", fer2013 / "val",
+    res = script("robustness.py", "--model", exported["onnx"], "quick=fast", "--data", fer2013 / "val",
                  "--limit-per-class", 3, "--json", tmp_path / "r.json")
     assert res.returncode == 0, res.stdout + res.stderr
     result = json.loads((tmp_path / "r.json").read_text())
-    assert result["images"] == 21 and [r["model"] for r in result["models"]] == [str(exported["onnx"]), "fast"]
+    # a file is its own label; LABEL=MODEL names one
+    assert result["images"] == 21 and [r["model"] for r in result["models"]] == [str(exported["onnx"]), "quick"]
+    assert result["models"][1]["file"] == "fer2013_fast.int8.onnx"
     assert result["machine"]["cpu"] in res.stdout and result["command"].startswith("python benchmarks/robustness.py")
     for row in result["models"]:
         assert set(result["degradations"]) <= set(row) and all(0 <= row[k] <= 1 for k in result["degradations"])
