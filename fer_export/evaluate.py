@@ -17,7 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import InputError
-from .folders import cannot_write, labelled_images, resolve_split
+from .folders import labelled_images, resolve_split
+from .outputs import cannot_write
 from .preprocess import read_gray, resize
 from .runtime import softmax
 

@@ -1,8 +1,6 @@
 """Image folders (torch-free): labelled ones in Kaggle's FER2013 layout (``ROOT/<label>/*.jpg``), and
-seeded samples of any folder of images.
-
-The checks every output file goes through live in :mod:`fer_export.outputs`; their names are also
-importable from here (``__all__``)."""
+seeded samples of any folder of images. The checks every output file goes through are in
+:mod:`fer_export.outputs`."""
 from __future__ import annotations
 
 import random
@@ -10,13 +8,6 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
-from .outputs import (cannot_write, check_outputs, check_outside, check_writable, current_umask, is_inside,
-                      os_error_reason, temp_file_beside, write_file)
-
-__all__ = ["IMAGE_EXTENSIONS", "image_files", "labelled_images", "resolve_split", "sample_images", "sample_of",
-           # output safety, from fer_export.outputs
-           "cannot_write", "check_outputs", "check_outside", "check_writable", "current_umask", "is_inside",
-           "os_error_reason", "temp_file_beside", "write_file"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, SpecError
-from .folders import write_file
+from .outputs import write_file
 from .spec import ARCHITECTURES, SEED_SPEC, ModelSpec
 
 #: What ``--weights`` accepts besides a path.

@@ -599,7 +599,7 @@ def test_a_journal_without_settings_or_with_a_bad_entry_never_mixes_runs(tmp_pat
 
 
 def test_the_summary_gets_the_permissions_the_csv_gets(tmp_path):
-    from fer_export.folders import write_file
+    from fer_export.outputs import write_file
 
     mask = os.umask(0o022)
     try:

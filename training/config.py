@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from fer_export.errors import InputError
-from fer_export.folders import is_inside
+from fer_export.outputs import is_inside
 from fer_export.spec import ARCHITECTURES
 
 AUGS = ("seed", "tensor")

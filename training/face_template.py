@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from fer_export.errors import FerExportError, InputError, OutputError, require
-from fer_export.folders import check_writable
+from fer_export.outputs import check_writable
 from fer_export.spec import LANDMARKS, Framing
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013" / "train"

@@ -23,7 +23,8 @@ import numpy as np
 
 from fer_export.errors import FerExportError
 from fer_export.export.flip import mix, unsure
-from fer_export.folders import check_writable, labelled_images, write_file
+from fer_export.folders import labelled_images
+from fer_export.outputs import check_writable, write_file
 from fer_export.preprocess import read_gray, resize_batch
 from fer_export.runtime import EmotionClassifier
 from fer_export.spec import META_TTA

@@ -195,7 +195,8 @@ def check_against_file(model, spec, path: Path, images: np.ndarray) -> tuple[flo
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the sample of training images.")
 def main(model_file: Path, data: Path, out: Path, images: int, seed: int) -> None:
     """Write a fer-train checkpoint of an exported fp32 ONNX model (see the module text)."""
-    from fer_export.folders import check_writable, labelled_images
+    from fer_export.folders import labelled_images
+    from fer_export.outputs import check_writable
     from fer_export.model import save_checkpoint
     from fer_export.preprocess import read_gray, resize
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import DependencyError, InputError, OutputError
-from ..folders import is_inside, temp_file_beside, write_file
+from ..outputs import is_inside, temp_file_beside, write_file
 from ..preprocess import read_color
 from .results import labels_of, read_results
 from .sources import Source, open_video

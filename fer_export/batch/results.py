@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ArtifactError, InputError, OutputError
-from ..folders import write_file
+from ..outputs import write_file
 from .journal import (MAX_LINE, STATUSES, Chain, hold_lock, journal_path, lock_path, open_own, opener,
                       pending_journal, settings_line, verify)
 

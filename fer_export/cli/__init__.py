@@ -55,7 +55,7 @@ def library_errors(fn):
             echo_err("interrupted (Ctrl-C); no unfinished output was put in place")
             exit_with(EXIT_INTERRUPTED)
         except OSError as exc:
-            from ..folders import os_error_reason
+            from ..outputs import os_error_reason
 
             where = f"{exc.filename}: " if exc.filename is not None else ""
             raise UserError(f"{where}{os_error_reason(exc)}") from exc

@@ -12,7 +12,7 @@ import click
 from . import echo_err, library_errors
 from ..evaluate import CONFUSION_SUFFIXES, check_confusion_path, evaluate_folder, plot_confusion
 from ..errors import require
-from ..folders import check_outputs, check_outside, write_file
+from ..outputs import check_outputs, check_outside, write_file
 from ..runtime import BUNDLED_MODELS, PROVIDERS, resolve_model
 
 

@@ -14,7 +14,7 @@ import click
 
 from ..export.flip import FLIP_BELOW
 from ..spec import TTA_MODES, UNCERTAIN
-from ..folders import check_outputs, write_file
+from ..outputs import check_outputs, write_file
 from . import EXIT_FAILED, EXIT_OK, FiniteFloat, exit_with, library_errors
 
 _path = click.Path(path_type=Path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ExportError
-from ..folders import check_outputs
+from ..outputs import check_outputs
 from ..spec import INPUT_NORMALIZED, INPUT_UINT8, META_FLIP_BELOW, META_PARITY, META_SOURCE_PARITY, META_TTA, UNCERTAIN
 from .flip import FLIP_BELOW, FlipReference, add_uncertain_flip, check_threshold
 from .formats import check_suffix, open_artifact, sibling

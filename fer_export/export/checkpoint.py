@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import ExportError
-from ..folders import check_outputs
+from ..outputs import check_outputs
 from ..spec import INPUT_NORMALIZED, INPUT_UINT8, TTA_MODES, UNCERTAIN
 from .artifact import build_metadata
 from .formats import FORMATS, check_suffix, output_path

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ArtifactError, ExportError
 from ..spec import META_INPUT, META_PARITY, ModelSpec
 from ..spec import INPUT_NORMALIZED, INPUT_UINT8
-from ..folders import check_outputs
+from ..outputs import check_outputs
 from .formats import check_suffix, sibling
 from .gate import ExportResult, gate_outputs, settle, temp_beside, write_artifact
 from .onnx import MIN_OPSET, _set_props, load_onnx, stamp_onnx

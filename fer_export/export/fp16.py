@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ExportError
-from ..folders import check_outputs
+from ..outputs import check_outputs
 from ..spec import (INPUT_NORMALIZED, META_PARITY, META_PRECISION, META_PROBE, META_SOURCE_PARITY, META_TTA,
                     META_VERSION, UNCERTAIN)
 from .formats import FORMATS, check_suffix, open_artifact, sibling

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ParityError
-from ..folders import cannot_write, temp_file_beside
+from ..outputs import cannot_write, temp_file_beside
 from ..spec import META_PARITY, META_PROBE, ModelSpec
 from .formats import FORMATS, sibling
 from .probes import make_probe

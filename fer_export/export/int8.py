@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ExportError
-from ..folders import check_outputs
+from ..outputs import check_outputs
 from ..spec import INPUT_NORMALIZED, META_PARITY, META_PROBE, META_SOURCE_SHA256, META_TTA, UNCERTAIN
 from .artifact import Artifact, build_metadata
 from .checkpoint import reference_model

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExportError
-from ..folders import check_outputs
+from ..outputs import check_outputs
 from ..spec import META_PROBE
 from .formats import FORMATS, check_suffix, open_artifact, sibling
 from .gate import temp_beside, write_artifact
