@@ -228,6 +228,11 @@ COMMANDS = {
                          "(on a CPU without VNNI)",
     "video_fps-crops": "python benchmarks/video_fps.py ../shared/data/fer2013/val --detectors none "
                        "--models accurate fast --json benchmarks/results/video_fps-crops.json",
+    "accuracy-twins": "python benchmarks/accuracy.py --model accurate-twin=runs/acc_twin/accurate.int8.onnx "
+                      "accurate-twin-fp32=runs/acc_twin/accurate.onnx "
+                      "accurate-twin-lr0.01=runs/acc_twin_lr01/accurate.int8.onnx "
+                      "accurate-twin-lr0.01-fp32=runs/acc_twin_lr01/accurate.onnx accurate accurate-fp32 "
+                      "--json benchmarks/results/accuracy-twins.json (the twins: docs/model_card.md)",
     "pictures": "python benchmarks/pictures.py --per-class 1000 --detectors yunet haar --crops framed "
                 "--out /tmp/pictures && python benchmarks/tables.py --add /tmp/pictures/pictures.json",
     "peer_fer": "FER_VENV/bin/python benchmarks/peer_fer.py crops ../shared/data/fer2013/val --limit 0 "
