@@ -48,19 +48,17 @@ def dequantized(graph, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``arrays`` (a graph's initializers by name) with every weight a ``DequantizeLinear`` node reads
     from an initializer added as floats under its fp32 name: ``(q - zero_point) * scale``, per
     channel along the node's axis."""
+    from fer_export.export.saturation import along
+
     out = dict(arrays)
     for node in graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in arrays:
             continue
         q = arrays[node.input[0]].astype(np.float64)
-        scale = arrays[node.input[1]].astype(np.float64)
-        zero = arrays[node.input[2]].astype(np.float64) if len(node.input) > 2 and node.input[2] else 0.0
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        if np.ndim(scale) == 1 and q.ndim > 1:  # per channel: broadcast along the axis
-            shape = [1] * q.ndim
-            shape[axis] = -1
-            scale = scale.reshape(shape)
-            zero = np.reshape(zero, shape) if np.ndim(zero) else zero
+        scale = along(arrays[node.input[1]].astype(np.float64), q.ndim, axis)
+        zero = along(arrays[node.input[2]].astype(np.float64), q.ndim, axis) \
+            if len(node.input) > 2 and node.input[2] else 0.0
         name = node.output[0]
         out[name[:-len(DEQUANTIZED_SUFFIX)] if name.endswith(DEQUANTIZED_SUFFIX) else name] = \
             ((q - zero) * scale).astype(np.float32)

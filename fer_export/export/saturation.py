@@ -19,6 +19,16 @@ from ..errors import ExportError
 MAX_WEIGHT_MAGNITUDE = 64
 
 
+def along(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """A DequantizeLinear's per-channel scale or zero point ``v`` (1-D) shaped to broadcast along
+    ``axis`` of an ``ndim``-D weight; a per-tensor one (a scalar) as it is."""
+    if np.ndim(v) != 1 or ndim < 2:
+        return v
+    shape = [1] * ndim
+    shape[axis % ndim] = -1
+    return np.reshape(v, shape)
+
+
 def _weight_dequantizers(graph) -> list:
     """The DequantizeLinear nodes of ``graph`` whose input is an int8 initializer: its quantised weights
     (each listed once, though the flip's copy of the network runs them twice)."""
@@ -47,9 +57,7 @@ def saturation_problems(path: str | Path) -> list[str]:
         q = numpy_helper.to_array(values[node.input[0]]).astype(np.int32)
         zero = (numpy_helper.to_array(values[node.input[2]]).astype(np.int32)
                 if len(node.input) > 2 and node.input[2] in values else np.zeros((), np.int32))
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-        if zero.ndim == 1 and q.ndim > 1:  # per-channel zero points along ``axis``
-            zero = np.expand_dims(zero, [d for d in range(q.ndim) if d != axis % q.ndim])
+        zero = along(zero, q.ndim, next((a.i for a in node.attribute if a.name == "axis"), 1))
         worst = int(np.abs(q - zero).max()) if q.size else 0
         if worst > MAX_WEIGHT_MAGNITUDE:
             problems.append(f"{node.input[0]}: {worst}")
@@ -79,13 +87,11 @@ def requantize_weights(proto) -> int:
             raise ExportError(f"weight {node.input[0]} has a nonzero zero point; only symmetric int8 weights "
                               "can be requantised")
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % q.ndim
-        shape = [-1 if d == axis else 1 for d in range(q.ndim)] if scale.ndim else []
-        w = q * (scale.reshape(shape) if shape else scale)
+        w = q * along(scale, q.ndim, axis)
         others = tuple(d for d in range(q.ndim) if d != axis) if scale.ndim else None
         peak = np.abs(w).max(axis=others) if scale.ndim else np.abs(w).max()
         new_scale = np.where(peak > 0, peak / MAX_WEIGHT_MAGNITUDE, scale)
-        new_q = np.clip(np.rint(w / (new_scale.reshape(shape) if shape else new_scale)), -MAX_WEIGHT_MAGNITUDE,
-                        MAX_WEIGHT_MAGNITUDE)
+        new_q = np.clip(np.rint(w / along(new_scale, q.ndim, axis)), -MAX_WEIGHT_MAGNITUDE, MAX_WEIGHT_MAGNITUDE)
         values[node.input[0]].CopyFrom(numpy_helper.from_array(new_q.astype(np.int8), node.input[0]))
         values[node.input[1]].CopyFrom(numpy_helper.from_array(new_scale.astype(np.float32), node.input[1]))
         ratio = new_scale / scale
